@@ -1,0 +1,102 @@
+"""Checkpoints the tests make themselves, in the real formats, from seeded random models.
+
+No test touches the network: every "pretrained" model here is built with `weights=None` and
+filled with seeded random values (biases and BatchNorm statistics included, so a tensor sent
+to the wrong place changes the numbers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+import transfer  # noqa: F401  (loads triton before TensorFlow; see transfer._frameworks)
+import torch
+import torchvision
+import keras
+
+
+def randomize_keras(model: Any, seed: int) -> Any:
+    """He-scaled kernels, small random biases, BatchNorm statistics of varied scale."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        values = []
+        for weight in layer.weights:
+            shape, name = tuple(weight.shape), weight.name
+            if name in ("kernel", "depthwise_kernel") or len(shape) >= 2:
+                fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else shape[0]
+                values.append(rng.normal(0, np.sqrt(2.0 / fan_in), shape))
+            elif name == "moving_variance":
+                values.append(rng.uniform(1e-4, 2.0, shape))  # small variances expose epsilon bugs
+            elif name == "gamma":
+                values.append(rng.uniform(0.5, 1.5, shape))
+            else:
+                values.append(rng.normal(0, 0.1, shape))
+        if values:
+            layer.set_weights([v.astype("float32") for v in values])
+    return model
+
+
+def randomize_torch(module: Any, seed: int) -> Any:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, (torch.nn.Conv2d, torch.nn.Linear, torch.nn.ConvTranspose2d)):
+                fan_in = sub.weight[0].numel()
+                sub.weight.copy_(torch.randn(sub.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+                if sub.bias is not None:
+                    sub.bias.copy_(torch.randn(sub.bias.shape, generator=generator) * 0.1)
+            elif isinstance(sub, torch.nn.modules.batchnorm._BatchNorm):
+                sub.weight.copy_(torch.rand(sub.weight.shape, generator=generator) + 0.5)
+                sub.bias.copy_(torch.randn(sub.bias.shape, generator=generator) * 0.1)
+                sub.running_mean.copy_(torch.randn(sub.running_mean.shape, generator=generator) * 0.1)
+                sub.running_var.copy_(torch.rand(sub.running_var.shape, generator=generator) * 2 + 1e-4)
+                sub.num_batches_tracked.fill_(1000)
+    return module.eval()
+
+
+def keras_vgg16(include_top: bool = False, seed: int = 0, **kwargs: Any) -> Any:
+    return randomize_keras(keras.applications.VGG16(weights=None, include_top=include_top, **kwargs), seed)
+
+
+def torchvision_vgg16(batchnorm: bool, seed: int = 0) -> Any:
+    torch.manual_seed(seed)
+    builder = torchvision.models.vgg16_bn if batchnorm else torchvision.models.vgg16
+    return randomize_torch(builder(weights=None), seed)
+
+
+def write_legacy_h5(model: Any, path: Path, style: str = "keras2") -> Path:
+    """Keras' legacy weights layout, as in `vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`:
+    root attrs `layer_names`, `backend`, `keras_version`; a group per layer (weightless ones
+    too) with attr `weight_names`. `keras1` names weights `block1_conv1_W_1:0` like the 2016
+    file; `keras2` names them `block1_conv1/kernel:0` in nested groups."""
+    short = {"kernel": "W", "bias": "b"}
+    with h5py.File(path, "w") as file:
+        file.attrs["layer_names"] = [layer.name.encode() for layer in model.layers]
+        file.attrs["backend"] = b"tensorflow"
+        file.attrs["keras_version"] = b"2.2.4" if style == "keras2" else b"1.1.0"
+        for layer in model.layers:
+            group = file.create_group(layer.name)
+            names = []
+            for weight in layer.weights:
+                if style == "keras2":
+                    name = f"{layer.name}/{weight.name}:0"
+                else:
+                    name = f"{layer.name}_{short.get(weight.name, weight.name)}_1:0"
+                group.create_dataset(name, data=np.asarray(weight))
+                names.append(name.encode())
+            group.attrs["weight_names"] = names
+    return path
+
+
+def torch_state_dict_without_counters(module: Any) -> dict[str, Any]:
+    """Like torchvision's 2017 `vgg16_bn-6c64b313.pth`: no `num_batches_tracked` keys."""
+    return {k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")}
+
+
+def max_rel_diff(a: Any, b: Any) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))

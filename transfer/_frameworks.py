@@ -1,0 +1,72 @@
+"""The one place that imports the deep-learning frameworks, in a safe order.
+
+Seen on x86_64 with tensorflow-cpu 2.21 and torch 2.14: loading triton's native extension
+(`triton._C.libtriton`) after TensorFlow's shared libraries segfaults the process. torch imports
+triton lazily, through `torch._dynamo`, which `import torchvision` pulls in. Importing triton
+*before* TensorFlow is safe, and costs about 0.1 s, so `keras()` does that first. If the
+caller imported TensorFlow before us and triton is not loaded yet, `torchvision()` refuses
+with an explanation instead of letting the interpreter crash.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+
+from transfer.errors import FrameworkError
+
+
+def _installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _import(name: str, purpose: str) -> ModuleType:
+    if not _installed(name):
+        raise FrameworkError(
+            f"{purpose} needs the Python package '{name}', which is not installed. "
+            "Install transfer-weights with its dependencies (see README, 'Install')."
+        )
+    return importlib.import_module(name)
+
+
+def preload_triton() -> None:
+    """Load triton before TensorFlow can be loaded (no-op when too late or not installed)."""
+    if "tensorflow" not in sys.modules and _installed("triton"):
+        importlib.import_module("triton")
+
+
+def triton_crash_risk() -> bool:
+    """True when importing triton now would load it after TensorFlow (and crash)."""
+    return "tensorflow" in sys.modules and "triton" not in sys.modules and _installed("triton")
+
+
+def keras() -> ModuleType:
+    """Import Keras 3 (and, first, triton, so that torch can be imported safely later)."""
+    preload_triton()
+    module = _import("keras", "Keras models and weight files")
+    if not module.__version__.startswith("3."):
+        raise FrameworkError(f"transfer-weights needs Keras 3; found keras {module.__version__}.")
+    return module
+
+
+def torch() -> ModuleType:
+    """Import torch. Plain torch does not load triton, so it is safe in any order."""
+    preload_triton()
+    return _import("torch", "PyTorch models and checkpoints")
+
+
+def torchvision() -> ModuleType:
+    """Import torchvision, refusing (instead of crashing) when the import order is unsafe."""
+    if "torchvision" in sys.modules:
+        return sys.modules["torchvision"]
+    if triton_crash_risk():
+        raise FrameworkError(
+            "TensorFlow was imported before torchvision. In this environment that order "
+            "crashes the Python process (triton's native extension segfaults when it is loaded "
+            "after TensorFlow). Import transfer, torch or torchvision before tensorflow/keras "
+            "(for example `import transfer` at the top of your script), or run the "
+            "transfer-weights command line tool, which imports them in a safe order."
+        )
+    torch()
+    return _import("torchvision", "torchvision models")

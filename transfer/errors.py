@@ -1,0 +1,43 @@
+"""Exception hierarchy. Each class carries the CLI exit code documented in the README."""
+
+from __future__ import annotations
+
+
+class TransferWeightsError(Exception):
+    """Base class of every error this package raises on bad input."""
+
+    exit_code: int = 1
+
+
+class MappingError(TransferWeightsError):
+    """The mapping file is malformed or does not fit the models (exit code 3)."""
+
+    exit_code = 3
+
+
+class IncompatibleWeightsError(TransferWeightsError):
+    """A tensor cannot be moved as asked: shape, dtype, value or layer-kind trouble (exit 4)."""
+
+    exit_code = 4
+
+
+class StrictModeError(IncompatibleWeightsError):
+    """`--strict` found an undeclared skip or an undeclared untouched target layer (exit 4)."""
+
+
+class CheckpointError(TransferWeightsError):
+    """A file cannot be read or written: missing, corrupt, unsafe, or not downloadable (exit 5)."""
+
+    exit_code = 5
+
+
+class VerificationError(TransferWeightsError):
+    """The numerical verification of a transfer failed (exit 6)."""
+
+    exit_code = 6
+
+
+class FrameworkError(TransferWeightsError):
+    """A deep-learning framework is missing or cannot be imported safely (exit 7)."""
+
+    exit_code = 7

@@ -1,0 +1,79 @@
+"""Framework-neutral descriptions of weighted layers, read without loading tensor data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Literal, Union
+
+Kind = Literal["conv2d", "conv2d_transpose", "depthwise_conv2d", "dense", "batchnorm", "other"]
+Framework = Literal["keras", "torch"]
+# Keras side of a Dense layer: (H, W, C) of the map a Flatten turned into its input, None when
+# its input was not flattened from a spatial map, "unknown" when nothing says (weight files).
+FlattenInfo = Union[tuple[int, int, int], None, Literal["unknown"]]
+
+TORCH_ORDER = ("weight", "bias", "running_mean", "running_var")
+TORCH_IGNORED = ("num_batches_tracked",)  # a counter, not a weight; has no Keras counterpart
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer with weights: its tensors in the framework's own order."""
+
+    name: str
+    framework: Framework
+    kind: Kind
+    tensors: tuple[TensorSpec, ...]
+    epsilon: float | None = None  # BatchNorm only
+    epsilon_origin: str = ""  # where `epsilon` comes from (model, file, or an assumed default)
+    flatten: FlattenInfo = "unknown"  # Keras Dense only
+    kind_from_file: bool = False  # kind guessed from names and shapes, not from a class
+
+    @property
+    def params(self) -> int:
+        return sum(t.size for t in self.tensors)
+
+    @property
+    def shapes(self) -> list[list[int]]:
+        return [list(t.shape) for t in self.tensors]
+
+
+def infer_torch_kind(tensors: dict[str, tuple[int, ...]]) -> Kind:
+    """Kind of a torch module known only by its state-dict entries (name -> shape)."""
+    if "running_mean" in tensors and "running_var" in tensors:
+        return "batchnorm"
+    weight = tensors.get("weight")
+    if weight is not None and len(weight) == 4:
+        return "conv2d"  # a transposed or depthwise conv looks the same; the other side decides
+    if weight is not None and len(weight) == 2:
+        return "dense"
+    return "other"
+
+
+def infer_keras_kind(names: list[str], shapes: list[tuple[int, ...]]) -> Kind:
+    """Kind of a Keras layer known only from a weight file (short weight names and shapes)."""
+    if any("depthwise" in n for n in names):
+        return "depthwise_conv2d"
+    if {"gamma", "beta", "moving_mean", "moving_variance"} & set(names):
+        return "batchnorm"
+    if shapes and len(shapes[0]) == 4:
+        return "conv2d"
+    if shapes and len(shapes[0]) == 2:
+        return "dense"
+    return "other"
+
+
+def torch_sort_key(name: str) -> tuple[int, str]:
+    """Torch tensors of one module in the canonical order weight, bias, running stats."""
+    return (TORCH_ORDER.index(name), "") if name in TORCH_ORDER else (len(TORCH_ORDER), name)

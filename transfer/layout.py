@@ -1,0 +1,130 @@
+"""Layout conversion between PyTorch and Keras, one small pure function per layer kind.
+
+Every function takes and returns numpy arrays and never reshapes "to make it fit": a shape
+that does not match the expected layout raises `IncompatibleWeightsError`.
+
+    kind              PyTorch                       Keras
+    conv2d            weight (out, in, kh, kw)      kernel (kh, kw, in, out)
+    conv2d_transpose  weight (in, out, kh, kw)      kernel (kh, kw, out, in)
+    depthwise_conv2d  weight (C*m, 1, kh, kw)       depthwise_kernel (kh, kw, C, m)
+    dense             weight (out, in)              kernel (in, out)
+    batchnorm         weight, bias, running_mean,   gamma, beta, moving_mean,
+                      running_var (eps 1e-5)        moving_variance (eps 1e-3 by default)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from transfer.errors import IncompatibleWeightsError
+
+HWC = tuple[int, int, int]
+
+
+def _expect_ndim(array: np.ndarray, ndim: int, what: str) -> None:
+    if array.ndim != ndim:
+        raise IncompatibleWeightsError(f"expected a {ndim}-D {what}; received shape {array.shape}.")
+
+
+def conv_torch_to_keras(weight: np.ndarray) -> np.ndarray:
+    """(out, in, kh, kw) -> (kh, kw, in, out)."""
+    _expect_ndim(weight, 4, "torch Conv2d weight (out, in, kh, kw)")
+    return weight.transpose(2, 3, 1, 0)
+
+
+def conv_keras_to_torch(kernel: np.ndarray) -> np.ndarray:
+    """(kh, kw, in, out) -> (out, in, kh, kw)."""
+    _expect_ndim(kernel, 4, "Keras Conv2D kernel (kh, kw, in, out)")
+    return kernel.transpose(3, 2, 0, 1)
+
+
+def conv_transpose_torch_to_keras(weight: np.ndarray) -> np.ndarray:
+    """(in, out, kh, kw) -> (kh, kw, out, in). Both frameworks compute the gradient of a
+    cross-correlation, so no spatial flip is needed."""
+    _expect_ndim(weight, 4, "torch ConvTranspose2d weight (in, out, kh, kw)")
+    return weight.transpose(2, 3, 1, 0)
+
+
+def conv_transpose_keras_to_torch(kernel: np.ndarray) -> np.ndarray:
+    """(kh, kw, out, in) -> (in, out, kh, kw)."""
+    _expect_ndim(kernel, 4, "Keras Conv2DTranspose kernel (kh, kw, out, in)")
+    return kernel.transpose(3, 2, 0, 1)
+
+
+def depthwise_torch_to_keras(weight: np.ndarray, channels: int) -> np.ndarray:
+    """(C*m, 1, kh, kw) -> (kh, kw, C, m); torch's output channel c*m + j is Keras' (c, j)."""
+    _expect_ndim(weight, 4, "torch depthwise Conv2d weight (C*m, 1, kh, kw)")
+    if weight.shape[1] != 1 or weight.shape[0] % channels:
+        raise IncompatibleWeightsError(f"expected a depthwise weight (C*m, 1, kh, kw) with "
+                                       f"C={channels}; received shape {weight.shape}.")
+    multiplier = weight.shape[0] // channels
+    return weight.reshape(channels, multiplier, *weight.shape[2:]).transpose(2, 3, 0, 1)
+
+
+def depthwise_keras_to_torch(kernel: np.ndarray) -> np.ndarray:
+    """(kh, kw, C, m) -> (C*m, 1, kh, kw)."""
+    _expect_ndim(kernel, 4, "Keras depthwise kernel (kh, kw, C, m)")
+    kh, kw, channels, multiplier = kernel.shape
+    return kernel.transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw)
+
+
+def dense_torch_to_keras(weight: np.ndarray, flatten: HWC | None = None) -> np.ndarray:
+    """(out, in) -> (in, out). With `flatten=(H, W, C)`, the input was a flattened feature
+    map: torch flattens it in CHW order and Keras in HWC order, so the rows are permuted."""
+    _expect_ndim(weight, 2, "torch Linear weight (out, in)")
+    if flatten is None:
+        return weight.T
+    height, width, channels = flatten
+    _expect_flattened(weight.shape[1], flatten)
+    out = weight.shape[0]
+    return weight.reshape(out, channels, height, width).transpose(2, 3, 1, 0).reshape(-1, out)
+
+
+def dense_keras_to_torch(kernel: np.ndarray, flatten: HWC | None = None) -> np.ndarray:
+    """(in, out) -> (out, in), permuting HWC-flattened rows into CHW order with `flatten`."""
+    _expect_ndim(kernel, 2, "Keras Dense kernel (in, out)")
+    if flatten is None:
+        return kernel.T
+    height, width, channels = flatten
+    _expect_flattened(kernel.shape[0], flatten)
+    out = kernel.shape[1]
+    return kernel.reshape(height, width, channels, out).transpose(3, 2, 0, 1).reshape(out, -1)
+
+
+def _expect_flattened(features: int, flatten: HWC) -> None:
+    if features != flatten[0] * flatten[1] * flatten[2]:
+        raise IncompatibleWeightsError(
+            f"the dense layer has {features} inputs, but a flattened {flatten[0]}x{flatten[1]}"
+            f"x{flatten[2]} (H x W x C) map has {flatten[0] * flatten[1] * flatten[2]}.")
+
+
+def batchnorm_rescale_gamma(gamma: np.ndarray, variance: np.ndarray, source_epsilon: float,
+                            target_epsilon: float) -> np.ndarray:
+    """gamma' such that gamma' / sqrt(var + eps_target) == gamma / sqrt(var + eps_source):
+    the same normalisation, exactly, under another epsilon."""
+    scale = np.sqrt(variance.astype(np.float64) + target_epsilon) / np.sqrt(
+        variance.astype(np.float64) + source_epsilon)
+    return (gamma.astype(np.float64) * scale).astype(gamma.dtype)
+
+
+TORCH_TO_KERAS = {
+    "conv2d": conv_torch_to_keras,
+    "conv2d_transpose": conv_transpose_torch_to_keras,
+}
+KERAS_TO_TORCH = {
+    "conv2d": conv_keras_to_torch,
+    "conv2d_transpose": conv_transpose_keras_to_torch,
+    "depthwise_conv2d": depthwise_keras_to_torch,
+}
+DESCRIPTIONS = {
+    ("torch", "conv2d"): "OIHW -> HWIO",
+    ("keras", "conv2d"): "HWIO -> OIHW",
+    ("torch", "conv2d_transpose"): "IOHW -> HWOI",
+    ("keras", "conv2d_transpose"): "HWOI -> IOHW",
+    ("torch", "depthwise_conv2d"): "(C*m,1,H,W) -> (H,W,C,m)",
+    ("keras", "depthwise_conv2d"): "(H,W,C,m) -> (C*m,1,H,W)",
+    ("torch", "dense"): "(out,in) -> (in,out)",
+    ("keras", "dense"): "(in,out) -> (out,in)",
+    ("torch", "batchnorm"): "weight,bias,running_mean,running_var -> gamma,beta,moving_mean,moving_variance",
+    ("keras", "batchnorm"): "gamma,beta,moving_mean,moving_variance -> weight,bias,running_mean,running_var",
+}

@@ -1,0 +1,71 @@
+"""Writing files atomically: a temporary file in the same folder, then a rename. A failure
+or an interruption leaves no partial file at the requested path."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+from transfer import _frameworks
+from transfer.errors import CheckpointError
+
+KERAS_OUTPUTS = (".weights.h5", ".keras")
+TORCH_OUTPUTS = (".pth", ".pt", ".safetensors")
+
+
+def output_suffix(path: Path, framework: str) -> str:
+    """The recognised suffix of an output path, or a CheckpointError saying which exist."""
+    allowed = KERAS_OUTPUTS if framework == "keras" else TORCH_OUTPUTS
+    for suffix in allowed:
+        if path.name.endswith(suffix) and len(path.name) > len(suffix):
+            return suffix
+    raise CheckpointError(f"{path}: a {framework} target is written as {' or '.join(allowed)}; "
+                          f"received '{path.name}'.")
+
+
+def check_writable(path: Path, framework: str) -> None:
+    """Fail before any work when the output cannot be written."""
+    output_suffix(path, framework)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CheckpointError(f"{path}: the output folder {folder} does not exist.")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{path}: the output folder {folder} is not writable.")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a file name.")
+
+
+def atomic_write(path: Path, suffix: str, write: Callable[[Path], Any]) -> None:
+    """Call `write(temporary_path)`, then rename onto `path`; remove the temporary on failure."""
+    temporary = path.with_name(f".{path.name[: -len(suffix)]}.partial-{uuid.uuid4().hex[:8]}{suffix}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write: {exc.strerror or exc}.") from exc
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, path.suffix, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+
+
+def save_model(model: Any, framework: str, path: Path) -> None:
+    """Write a target: Keras `.keras` / `.weights.h5`, torch `.pth`/`.pt` / `.safetensors`."""
+    suffix = output_suffix(path, framework)
+    if suffix == ".keras":
+        atomic_write(path, suffix, model.save)
+    elif suffix == ".weights.h5":
+        atomic_write(path, suffix, model.save_weights)
+    elif suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        atomic_write(path, suffix, lambda temporary: save_file(state, str(temporary)))
+    else:
+        torch = _frameworks.torch()
+        atomic_write(path, suffix, lambda temporary: torch.save(model.state_dict(), temporary))

@@ -1,0 +1,133 @@
+"""Keras weight files read lazily with h5py: the legacy HDF5 layout (`*_notop.h5`, full-model
+`.h5` saves) and Keras 3 `.weights.h5`. Only the tensors of mapped layers are ever read."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from transfer.errors import CheckpointError
+from transfer.layers import LayerSpec, TensorSpec, infer_keras_kind
+
+
+def open_h5(path: Path) -> h5py.File:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise CheckpointError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}.") from exc
+
+
+def _chunked_attr(group: h5py.Group, name: str) -> list[str]:
+    """Keras splits long attributes over `name0`, `name1`, ... when they exceed HDF5 limits."""
+    if name in group.attrs:
+        values = list(group.attrs[name])
+    else:
+        values, index = [], 0
+        while f"{name}{index}" in group.attrs:
+            values.extend(group.attrs[f"{name}{index}"])
+            index += 1
+    return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def is_legacy_h5(file: h5py.File) -> bool:
+    root = file["model_weights"] if "model_weights" in file else file
+    return "layer_names" in root.attrs or "layer_names0" in root.attrs
+
+
+def _short_weight_name(layer: str, weight: str) -> str:
+    """`block1_conv1/kernel:0` -> `kernel`; Keras 1's `block1_conv1_W_1:0` -> `W`."""
+    base = weight.rsplit("/", 1)[-1].split(":", 1)[0]
+    if base.startswith(layer + "_"):
+        base = re.sub(r"_\d+$", "", base[len(layer) + 1:])
+    return base
+
+
+class _H5Source:
+    framework = "keras"
+
+    def __init__(self, path: Path, description: str, preprocessing: str | None):
+        self.path = path
+        self.description = description
+        self.preprocessing = preprocessing
+        self._file = open_h5(path)
+        self._datasets: dict[str, list[h5py.Dataset]] = {}
+        self._specs: dict[str, LayerSpec] = {}
+
+    def _add(self, name: str, short_names: list[str], datasets: list[h5py.Dataset]) -> None:
+        shapes = [tuple(int(d) for d in ds.shape) for ds in datasets]
+        self._datasets[name] = datasets
+        self._specs[name] = LayerSpec(
+            name=name, framework="keras", kind=infer_keras_kind(short_names, shapes),
+            tensors=tuple(TensorSpec(n, s, str(ds.dtype)) for n, s, ds in zip(short_names, shapes, datasets)),
+            epsilon=None, epsilon_origin="not stored in Keras weight files",
+            kind_from_file=True,
+        )
+
+    def layers(self) -> dict[str, LayerSpec]:
+        return self._specs
+
+    def read(self, name: str) -> list[np.ndarray]:
+        try:
+            return [np.asarray(ds[()]) for ds in self._datasets[name]]
+        except (OSError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"{self.path}: cannot read the tensors of layer '{name}' "
+                                  f"(truncated or corrupt file?): {exc}.") from exc
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class LegacyH5Source(_H5Source):
+    """Keras' legacy HDF5 weights: root attribute `layer_names`, one group per layer with
+    attribute `weight_names`; full-model saves nest this under `model_weights/`."""
+
+    def __init__(self, path: Path, preprocessing: str | None = None):
+        super().__init__(path, f"Keras legacy HDF5 weights {path}", preprocessing)
+        try:
+            root = self._file["model_weights"] if "model_weights" in self._file else self._file
+            for layer in _chunked_attr(root, "layer_names"):
+                group = root[layer]
+                weight_names = _chunked_attr(group, "weight_names")
+                if weight_names:
+                    self._add(layer, [_short_weight_name(layer, w) for w in weight_names],
+                              [group[w] for w in weight_names])
+        except (KeyError, OSError, ValueError) as exc:
+            self.close()
+            raise CheckpointError(f"{path}: not laid out like a Keras legacy weights file: {exc}.") from exc
+
+
+def _natural_key(text: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+class KerasV3WeightsSource(_H5Source):
+    """A Keras 3 `.weights.h5` read without its model: layers are the groups holding `vars/`,
+    named by their path with the `layers/` levels dropped (`block1/layers/conv2d` ->
+    `block1/conv2d`). Keras names them by a per-class counter, not by the layer's name."""
+
+    def __init__(self, path: Path, preprocessing: str | None = None):
+        super().__init__(path, f"Keras 3 weights file {path}", preprocessing)
+        if "layers" not in self._file:
+            self.close()
+            raise CheckpointError(f"{path}: no 'layers' group: not a Keras 3 .weights.h5 file.")
+        found: list[tuple[str, h5py.Group]] = []
+
+        def visit(group_path: str, item: Any) -> None:
+            if isinstance(item, h5py.Group) and group_path.endswith("/vars") and len(item):
+                found.append((group_path[: -len("/vars")], item))
+
+        try:
+            self._file["layers"].visititems(visit)
+            for group_path, vars_group in sorted(found, key=lambda f: _natural_key(f[0])):
+                name = "/".join(p for p in group_path.split("/") if p != "layers")
+                keys = sorted(vars_group.keys(), key=int)
+                self._add(name, [f"vars/{k}" for k in keys], [vars_group[k] for k in keys])
+        except (KeyError, OSError, ValueError) as exc:
+            self.close()
+            raise CheckpointError(f"{path}: unreadable Keras 3 weights file: {exc}.") from exc

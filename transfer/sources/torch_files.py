@@ -1,0 +1,133 @@
+"""torch state-dict files: `.pth`/`.pt` through `torch.load(weights_only=True)`, memory-mapped
+where the format allows, and `.safetensors`. A layer is a module path (`features.0`)."""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transfer import _frameworks
+from transfer.errors import CheckpointError
+from transfer.layers import TORCH_IGNORED, LayerSpec, TensorSpec, infer_torch_kind, torch_sort_key
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    module, _, tensor = key.rpartition(".")
+    return (module or "(root)"), tensor
+
+
+class StateDictSource:
+    """Layers of a state dict, grouped by module path; `num_batches_tracked` is ignored."""
+
+    framework = "torch"
+
+    def __init__(self, path: Path, tensors: dict[str, Any], epsilon: float, epsilon_origin: str,
+                 preprocessing: str | None = None, description: str | None = None):
+        self.path = path
+        self.description = description or f"torch state dict {path}"
+        self.preprocessing = preprocessing
+        self._tensors = tensors  # key -> lazily materialised tensor (mmap or safetensors slice)
+        self._keys: dict[str, dict[str, str]] = {}
+        shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+        dtypes: dict[str, str] = {}
+        for key, tensor in tensors.items():
+            module, name = _split_key(key)
+            if name in TORCH_IGNORED:
+                continue
+            self._keys.setdefault(module, {})[name] = key
+            shapes.setdefault(module, {})[name] = tuple(int(d) for d in tensor_shape(tensor))
+            dtypes[key] = tensor_dtype(tensor)
+        self._specs: dict[str, LayerSpec] = {}
+        for module, names in self._keys.items():
+            ordered = sorted(names, key=torch_sort_key)
+            self._keys[module] = {n: names[n] for n in ordered}
+            kind = infer_torch_kind(shapes[module])
+            self._specs[module] = LayerSpec(
+                name=module, framework="torch", kind=kind,
+                tensors=tuple(TensorSpec(n, shapes[module][n], dtypes[names[n]]) for n in ordered),
+                epsilon=epsilon if kind == "batchnorm" else None,
+                epsilon_origin=epsilon_origin if kind == "batchnorm" else "",
+            kind_from_file=True,
+            )
+
+    def layers(self) -> dict[str, LayerSpec]:
+        return self._specs
+
+    def read(self, name: str) -> list[np.ndarray]:
+        torch = _frameworks.torch()
+        arrays = []
+        for key in self._keys[name].values():
+            try:
+                tensor = self._tensors[key]
+                tensor = tensor[:] if not isinstance(tensor, torch.Tensor) else tensor
+            except Exception as exc:  # safetensors/mmap raise several types on corrupt data
+                raise CheckpointError(f"{self.path}: cannot read tensor '{key}' of layer "
+                                      f"'{name}' (truncated or corrupt file?): {exc}.") from exc
+            if tensor.dtype == torch.bfloat16:  # numpy has no bfloat16; float32 holds it exactly
+                tensor = tensor.float()
+            arrays.append(tensor.detach().cpu().numpy())
+        return arrays
+
+    def close(self) -> None:
+        self._tensors = {}
+
+
+def tensor_shape(tensor: Any) -> tuple[int, ...]:
+    return tuple(tensor.get_shape()) if hasattr(tensor, "get_shape") else tuple(tensor.shape)
+
+
+def tensor_dtype(tensor: Any) -> str:
+    dtype = tensor.get_dtype() if hasattr(tensor, "get_dtype") else str(tensor.dtype)
+    names = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64",
+             "I64": "int64", "I32": "int32"}
+    return names.get(dtype, dtype.removeprefix("torch."))
+
+
+def load_torch_file(path: Path) -> dict[str, Any]:
+    """State dict of a `.pth`/`.pt`, never unpickling anything but tensors and containers."""
+    torch = _frameworks.torch()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    mmap = zipfile.is_zipfile(path)  # the legacy (pre-1.6) format cannot be memory-mapped
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused: the checkpoint's pickle asks for more than tensors and plain "
+            f"containers (it could run code), so it was not loaded. torch said: "
+            f"{str(exc).splitlines()[0]}") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or "
+                              f"corrupt?): {str(exc).splitlines()[0]}") from exc
+    return _state_dict_of(loaded, path)
+
+
+def _state_dict_of(loaded: Any, path: Path) -> dict[str, Any]:
+    torch = _frameworks.torch()
+    if isinstance(loaded, dict) and loaded and all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        return dict(loaded)
+    if isinstance(loaded, dict):
+        nested = [k for k in ("state_dict", "model", "model_state_dict") if isinstance(loaded.get(k), dict)]
+        if len(nested) == 1:
+            return _state_dict_of(loaded[nested[0]], path)
+    raise CheckpointError(f"{path}: expected a state dict (a mapping of names to tensors), "
+                          f"received {type(loaded).__name__}"
+                          f"{' with keys ' + str(list(loaded)[:8]) if isinstance(loaded, dict) else ''}.")
+
+
+def open_safetensors(path: Path) -> dict[str, Any]:
+    """Lazy slices of a `.safetensors` file: shapes come from its header, data on demand."""
+    _frameworks.torch()
+    from safetensors import SafetensorError, safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    try:
+        handle = safe_open(str(path), framework="pt")
+        return {key: handle.get_slice(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file: {exc}.") from exc

@@ -1,0 +1,57 @@
+"""Target models shipped with transfer-weights, and how a mapping names them.
+
+A mapping file may name only these builders; a user's own model comes in through the
+library call (a live model or a factory) or the CLI's explicit `--target-factory`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable
+
+from transfer.errors import MappingError
+from transfer.mapping import ModelSpec, did_you_mean
+
+# (framework, name) -> "module:callable". Imported only when used: each needs a framework.
+BUILDERS: dict[tuple[str, str], str] = {
+    ("keras", "unet_vgg16"): "transfer.targets.keras_unet:build_unet_vgg16",
+    ("keras", "segnet_vgg16"): "transfer.targets.keras_segnet:build_segnet_vgg16",
+    ("torch", "segnet_vgg16"): "transfer.targets.torch_segnet:SegNetVGG16",
+}
+
+
+def load_callable(reference: str) -> Callable[..., Any]:
+    """`package.module:function` -> the function (used for builders and --target-factory)."""
+    module_name, _, attribute = reference.partition(":")
+    if not module_name or not attribute:
+        raise MappingError(f"expected 'package.module:callable'; received {reference!r}.")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise MappingError(f"cannot import {reference!r}: {exc}.") from exc
+
+
+def build_target(spec: ModelSpec, origin: str) -> Any:
+    """Build a shipped target from a mapping's `target:` (model name and config)."""
+    key = (spec.framework, spec.model or "")
+    if key not in BUILDERS:
+        names = [name for framework, name in BUILDERS if framework == spec.framework]
+        raise MappingError(f"{origin}: target.model: no shipped {spec.framework} target named "
+                           f"{spec.model!r}; shipped: {', '.join(names)}.{did_you_mean(spec.model or '', names)}")
+    return call_builder(load_callable(BUILDERS[key]), spec.config, f"{origin}: target.config")
+
+
+def call_builder(builder: Callable[..., Any], config: dict[str, Any], where: str) -> Any:
+    """Call a builder with keyword arguments, checked against its signature first."""
+    parameters = inspect.signature(builder).parameters
+    accepts_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+    unknown = [k for k in config if k not in parameters and not accepts_any]
+    if unknown:
+        raise MappingError(f"{where}: unknown argument(s) {', '.join(unknown)} for "
+                           f"{getattr(builder, '__name__', builder)}; it takes "
+                           f"{', '.join(p for p in parameters if p != 'self')}.")
+    try:
+        return builder(**config)
+    except (ValueError, TypeError) as exc:
+        raise MappingError(f"{where}: {exc}") from exc

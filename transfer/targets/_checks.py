@@ -1,0 +1,36 @@
+"""Argument checks shared by the target builders: say what was expected and what came."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def check_input_shape(input_shape: Sequence[Any], multiple: int, builder: str) -> tuple:
+    shape = tuple(input_shape)
+    if len(shape) != 3:
+        raise ValueError(f"{builder}: input_shape must be (height, width, channels); "
+                         f"received {input_shape!r}.")
+    height, width, channels = shape
+    if not isinstance(channels, int) or channels < 1:
+        raise ValueError(f"{builder}: the channel count must be a positive int; received {channels!r}.")
+    for label, size in (("height", height), ("width", width)):
+        if size is not None and (not isinstance(size, int) or size < multiple or size % multiple):
+            raise ValueError(f"{builder}: input {label} must be a multiple of {multiple} (or None); "
+                             f"received {size!r}.")
+    return shape
+
+
+def check_positive_int(value: Any, name: str, builder: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{builder}: {name} must be a positive int; received {value!r}.")
+    return value
+
+
+def check_epsilon(value: Any, builder: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{builder}: batchnorm_epsilon must be a positive number; received {value!r}.")
+    return float(value)
+
+
+# VGG16's convolution blocks: (block number, filters, convolutions in the block).
+VGG16_BLOCKS = ((1, 64, 2), (2, 128, 2), (3, 256, 3), (4, 512, 3), (5, 512, 3))
