@@ -17,6 +17,7 @@ from transfer.mapping import ModelSpec, did_you_mean
 BUILDERS: dict[tuple[str, str], str] = {
     ("keras", "unet_vgg16"): "transfer.targets.keras_unet:build_unet_vgg16",
     ("keras", "segnet_vgg16"): "transfer.targets.keras_segnet:build_segnet_vgg16",
+    ("keras", "vgg16"): "transfer.targets.keras_applications:build_vgg16",
     ("torch", "segnet_vgg16"): "transfer.targets.torch_segnet:SegNetVGG16",
 }
 
