@@ -1,0 +1,207 @@
+"""PyTorch <-> Keras: every shipped cross-framework mapping, proven numerically against the
+source model on the same input (activations, not shapes)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from checkpoints import keras, keras_vgg16, max_rel_diff, randomize_keras, randomize_torch, torch
+from conftest import MAPPINGS, mapping_dict
+import transfer
+from transfer.cli import main
+from transfer.errors import CheckpointError, IncompatibleWeightsError
+from transfer.targets.keras_segnet import build_segnet_vgg16
+from transfer.targets.torch_segnet import SegNetVGG16
+
+RNG = np.random.default_rng(11)
+
+
+def nchw(x: np.ndarray) -> Any:
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def nhwc(t: Any) -> np.ndarray:
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+def keras_at(model: Any, layer: str, x: np.ndarray) -> np.ndarray:
+    return np.asarray(keras.Model(model.input, model.get_layer(layer).output)(x, training=False))
+
+
+SHIPPED = [
+    ("unet_vgg16_torchvision.yaml", "vgg16_pth"), ("unet_vgg16_torchvision.yaml", "vgg16_safetensors"),
+    ("segnet_vgg16_bn_torchvision.yaml", "vgg16_bn_pth"), ("segnet_vgg16_bn_torchvision.yaml", "vgg16_bn_safetensors"),
+    ("segnet_vgg16_bn_torchvision.yaml", "vgg16_bn_legacy_pth"),
+    ("segnet_torch_vgg16_bn.yaml", "vgg16_bn_pth"), ("segnet_torch_vgg16_bn.yaml", "vgg16_bn_safetensors"),
+    ("segnet_torch_keras_vgg16.yaml", "notop_h5"), ("vgg16_torchvision_to_keras.yaml", "vgg16_pth"),
+]
+
+
+@pytest.mark.parametrize("mapping, fixture", SHIPPED, ids=[f"{m[:-5]}<-{f}" for m, f in SHIPPED])
+def test_every_shipped_mapping_runs_from_the_cli(mapping: str, fixture: str, request, tmp_path: Path) -> None:
+    weights = request.getfixturevalue(fixture)
+    framework = "keras" if "to_keras" in mapping or "torchvision" in mapping else "torch"
+    out = tmp_path / ("out.weights.h5" if framework == "keras" else "out.safetensors")
+    report = tmp_path / "report.json"
+    code = main(["--map", str(MAPPINGS / mapping), "--source-weights", str(weights), "--out", str(out),
+                 "--report", str(report), "--strict", "--quiet"])
+    assert code == 0 and out.is_file()
+    data = json.loads(report.read_text())
+    assert data["ok"] and data["params_moved"] > 14_000_000
+
+
+def test_vgg16_bn_into_keras_segnet_matches_torchvision(tv_vgg16_bn: Any, vgg16_bn_pth: Path) -> None:
+    """Acceptance: features[:42] (through the last BN) vs the SegNet's block5_bn3."""
+    report = transfer.transfer_weights(mapping_dict("segnet_vgg16_bn_torchvision.yaml", input_shape=[64, 64, 3]),
+                                       source_weights=vgg16_bn_pth)
+    x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
+    with torch.no_grad():
+        expected = nhwc(tv_vgg16_bn.features[:42](nchw(x)))
+    assert max_rel_diff(keras_at(report.model, "block5_bn3", x), expected) <= 1e-4
+
+
+def test_keras_default_epsilon_would_have_diverged(tv_vgg16_bn: Any, vgg16_bn_pth: Path) -> None:
+    """The pitfall the mapping avoids: the same weights in a SegNet with Keras' epsilon 1e-3."""
+    mapping = mapping_dict("segnet_vgg16_bn_torchvision.yaml", input_shape=[64, 64, 3], batchnorm_epsilon=1e-3)
+    with pytest.raises(IncompatibleWeightsError, match="BatchNorm epsilon differs: source 1e-05"):
+        transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth)
+    mapping["layers"] = {k: {"target": v, "epsilon": "rescale"} for k, v in mapping["layers"].items()}
+    report = transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth)
+    x = RNG.normal(size=(1, 64, 64, 3)).astype("float32")
+    with torch.no_grad():
+        expected = nhwc(tv_vgg16_bn.features[:42](nchw(x)))
+    assert max_rel_diff(keras_at(report.model, "block5_bn3", x), expected) <= 1e-4
+
+
+def test_vgg16_into_keras_unet_matches_torchvision(tv_vgg16: Any, vgg16_safetensors: Path) -> None:
+    report = transfer.transfer_weights(mapping_dict("unet_vgg16_torchvision.yaml", input_shape=[64, 64, 3]),
+                                       source_weights=vgg16_safetensors)
+    x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
+    with torch.no_grad():
+        expected = nhwc(tv_vgg16.features[:30](nchw(x)))  # through block5_conv3's ReLU
+    assert max_rel_diff(keras_at(report.model, "block5_conv3", x), expected) <= 1e-4
+
+
+def test_vgg16_bn_into_torch_segnet_matches_torchvision(tv_vgg16_bn: Any, vgg16_bn_legacy_pth: Path) -> None:
+    """The notebook's case, from a 2017-style file without num_batches_tracked."""
+    report = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), source_weights=vgg16_bn_legacy_pth)
+    segnet = report.model.eval()
+    x = torch.from_numpy(RNG.normal(size=(2, 3, 64, 64)).astype("float32"))
+    with torch.no_grad():
+        assert max_rel_diff(segnet.encode(x)[0], tv_vgg16_bn.features(x)) <= 1e-4
+
+
+def test_keras_vgg16_into_torch_segnet_matches_keras(keras_vgg: Any, notop_h5: Path) -> None:
+    report = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_keras_vgg16.yaml"), source_weights=notop_h5)
+    x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
+    with torch.no_grad():
+        ours = nhwc(report.model.eval().encode(nchw(x))[0])
+    assert max_rel_diff(ours, keras_at(keras_vgg, "block5_pool", x)) <= 1e-4
+
+
+def test_classifier_logits_and_top1_agree(tv_vgg16: Any, vgg16_pth: Path) -> None:
+    """The Flatten trap: classifier.0 reads a CHW-flattened map, Keras' fc1 an HWC one."""
+    report = transfer.transfer_weights(str(MAPPINGS / "vgg16_torchvision_to_keras.yaml"), source_weights=vgg16_pth)
+    fc1 = next(t for t in report.transferred if t["target"] == "fc1")
+    assert fc1["shapes"] == {"source": [[4096, 25088], [4096]], "target": [[25088, 4096], [4096]]}
+    x = RNG.normal(size=(20, 224, 224, 3)).astype("float32")
+    # Keras' VGG16 ends in softmax; compare the logits before it.
+    keras_logits = report.model.get_layer("predictions")
+    keras_logits.activation = keras.activations.linear
+    got = np.asarray(report.model.predict(x, batch_size=10, verbose=0))
+    with torch.no_grad():
+        expected = tv_vgg16(nchw(x)).numpy()
+    assert max_rel_diff(got, expected) <= 1e-4
+    assert np.array_equal(got.argmax(1), expected.argmax(1))
+
+
+def test_explicit_flatten_needed_when_nothing_tells(tv_vgg16: Any, vgg16_pth: Path, tmp_path: Path) -> None:
+    """Keras -> torch from a weights file: no graph says what fc1 read; the rule must say it."""
+    full = keras_vgg16(include_top=True, seed=3)
+    path = tmp_path / "full.weights.h5"
+    full.save_weights(path)
+    mapping = {"format": 1, "source": {"framework": "keras", "weights": str(path)},
+               "target": {"framework": "torch", "model": "segnet_vgg16"},
+               "layers": {"dense": "head"}}
+    target = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(25088, 4096))
+    mapping["layers"] = {"dense": "1"}
+    with pytest.raises(IncompatibleWeightsError, match="add `flatten: \\[channels, height, width\\]`|Add `flatten"):
+        transfer.transfer_weights(mapping, target=target)
+    mapping["layers"] = {"dense": {"target": "1", "flatten": [512, 7, 7]}}
+    transfer.transfer_weights(mapping, target=target)
+    x = RNG.normal(size=(1, 7, 7, 512)).astype("float32")
+    flatten_dense = keras.Sequential([keras.Input((7, 7, 512)), keras.layers.Flatten(), keras.layers.Dense(4096)])
+    flatten_dense.layers[-1].set_weights(full.get_layer("fc1").get_weights())
+    with torch.no_grad():
+        assert max_rel_diff(target(nchw(x)), flatten_dense(x)) <= 1e-5
+
+
+def test_keras_to_torch_to_keras_is_bit_identical() -> None:
+    """Every tensor of a Keras SegNet (BatchNorm included) survives a round trip exactly."""
+    original = randomize_keras(build_segnet_vgg16((64, 64, 3), classes=4, batchnorm=True, batchnorm_epsilon=1e-5), 21)
+    names = {layer.name: layer.name for layer in original.layers if layer.weights}
+    to_torch = {"format": 1, "source": {"framework": "keras", "model": "x"},
+                "target": {"framework": "torch", "model": "segnet_vgg16"}, "layers": names}
+    middle = SegNetVGG16(classes=4, batchnorm=True)
+    transfer.transfer_weights(to_torch, source=original, target=middle, strict=True)
+    back = build_segnet_vgg16((64, 64, 3), classes=4, batchnorm=True, batchnorm_epsilon=1e-5)
+    to_keras = {"format": 1, "source": {"framework": "torch", "model": "x"},
+                "target": {"framework": "keras", "model": "segnet_vgg16"}, "layers": names}
+    transfer.transfer_weights(to_keras, source=middle, target=back, strict=True)
+    for layer in original.layers:
+        for a, b in zip(layer.get_weights(), back.get_layer(layer.name).get_weights()):
+            assert a.dtype == b.dtype and np.array_equal(a, b)
+    # And the torch SegNet computes what the Keras one does: the encoder to float32 rounding;
+    # the logits where no pooling window held a near-tie (rounding may flip such an argmax,
+    # and unpooling then puts that value elsewhere, in either framework).
+    x = np.random.default_rng(5).normal(size=(1, 64, 64, 3)).astype("float32")
+    original.get_layer("head").activation = keras.activations.linear
+    with torch.no_grad():
+        encoded = middle.eval().encode(nchw(x))[0]
+        logits = nhwc(middle(nchw(x)))
+    pooled = keras.Model(original.input, original.get_layer("block5_pool").output[0])(x, training=False)
+    assert max_rel_diff(nhwc(encoded), pooled) <= 1e-4
+    expected = np.asarray(original(x, training=False))
+    close = np.abs(logits - expected) <= 1e-4 * np.abs(expected).max()
+    assert close.mean() >= 0.99
+
+
+class _Payload:
+    def __reduce__(self):  # noqa: D105
+        import os
+        return (os.system, (f"touch {_Payload.marker}",))
+
+
+def test_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
+    _Payload.marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pth"
+    torch.save({"features.0.weight": torch.zeros(64, 3, 3, 3), "hook": _Payload()}, evil)
+    mapping = str(MAPPINGS / "segnet_torch_vgg16_bn.yaml")
+    assert main(["--map", mapping, "--source-weights", str(evil), "--out", str(tmp_path / "o.pth")]) == 5
+    assert not _Payload.marker.exists() and not (tmp_path / "o.pth").exists()
+    with pytest.raises(CheckpointError, match="refused: the checkpoint's pickle"):
+        transfer.transfer_weights(mapping, source_weights=evil)
+
+
+def test_preprocessing_contract_is_reported_and_mismatch_warned(vgg16_pth: Path) -> None:
+    mapping = mapping_dict("unet_vgg16_torchvision.yaml", input_shape=[64, 64, 3])
+    report = transfer.transfer_weights(mapping, source_weights=vgg16_pth, check=True)
+    assert report.preprocessing["source_expects"] == "torch" and not report.warnings
+    mapping["target"]["preprocessing"] = "caffe"
+    report = transfer.transfer_weights(mapping, source_weights=vgg16_pth, check=True)
+    assert "expect 'torch' input" in report.warnings[0]
+
+
+def test_num_batches_tracked_never_shifts_the_pairs(vgg16_bn_pth: Path, vgg16_bn_legacy_pth: Path) -> None:
+    """With and without the counters, the same tensors land in the same places."""
+    a = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), source_weights=vgg16_bn_pth)
+    b = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), source_weights=vgg16_bn_legacy_pth)
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    moved = {f"{t['target']}.{n}" for t in a.transferred for n in ("weight", "bias", "running_mean", "running_var")}
+    assert all(torch.equal(sa[k], sb[k]) for k in moved if k in sa)
