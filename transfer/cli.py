@@ -15,6 +15,11 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2  # argparse's own code for bad arguments
 
 
+def exit_on_sigterm() -> None:
+    """A cancelled CI job gets SIGTERM: unwind (exit 143) so temporary files are removed."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="transfer-weights",
@@ -43,8 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
-    # A killed CI job sends SIGTERM: unwind so temporary files are removed.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    exit_on_sigterm()
     from transfer import api
     from transfer.errors import TransferWeightsError
     from transfer.report import error_report

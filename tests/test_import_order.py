@@ -1,0 +1,72 @@
+"""TensorFlow and torch in one process. Here, triton's native extension (which torchvision
+loads through torch._dynamo) segfaults when it is loaded after TensorFlow. We decided:
+`import transfer` loads triton first; if TensorFlow came first anyway, torchvision is
+refused with an explanation (exit code 7), and everything that needs only torch still works.
+Each case runs in a fresh interpreter, since the order is per process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import MAPPINGS
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+
+def python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def test_the_hazard_exists_here() -> None:
+    """The canary: if this stops crashing, the guard is harmless but no longer needed."""
+    result = python("import tensorflow, torchvision")
+    if result.returncode == 0:
+        pytest.skip("tensorflow-then-torchvision no longer crashes in this environment")
+    assert result.returncode < 0  # killed by a signal, no Python error
+
+
+def test_transfer_first_makes_any_later_order_safe() -> None:
+    result = python("import transfer, tensorflow, torchvision; print('alive')")
+    assert result.returncode == 0 and "alive" in result.stdout, result.stderr[-2000:]
+
+
+def test_tensorflow_first_then_torchvision_is_refused_not_crashed() -> None:
+    code = (
+        "import tensorflow\n"
+        "import transfer\n"
+        "try:\n"
+        f"    transfer.transfer_weights({str(MAPPINGS / 'segnet_torch_vgg16_bn.yaml')!r}, check=True)\n"
+        "except transfer.FrameworkError as exc:\n"
+        "    print('refused:', exc.exit_code, exc)\n"
+    )
+    result = python(code)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "refused: 7 TensorFlow was imported before torchvision" in result.stdout
+
+
+def test_tensorflow_first_still_converts_torch_files(vgg16_pth: Path) -> None:
+    """torch alone (no torchvision) is safe after TensorFlow: state-dict sources work."""
+    code = (
+        "import tensorflow\n"
+        "import transfer\n"
+        f"r = transfer.transfer_weights({str(MAPPINGS / 'unet_vgg16_torchvision.yaml')!r}, "
+        f"source_weights={str(vgg16_pth)!r})\n"
+        "print(len(r.transferred))\n"
+    )
+    result = python(code)
+    assert result.returncode == 0 and result.stdout.strip().endswith("13"), result.stderr[-2000:]
+
+
+def test_console_script_end_to_end(notop_h5: Path, tmp_path: Path) -> None:
+    """The installed `transfer-weights` command, as a user runs it."""
+    out, report = tmp_path / "UNET.keras", tmp_path / "REPORT.json"
+    command = [sys.executable, "-m", "transfer.cli", "--map", str(MAPPINGS / "unet_vgg16.yaml"),
+               "--source-weights", str(notop_h5), "--out", str(out), "--report", str(report)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ENV)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "moved 13 layers" in result.stdout and out.is_file() and report.is_file()
