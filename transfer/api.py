@@ -8,16 +8,18 @@ from pathlib import Path
 from typing import Any, Callable, Union
 
 from transfer import __version__
-from transfer.engine import WeightTarget, execute, plan_transfer
+from transfer.checksums import file_sha256, tensor_sha256
+from transfer.engine import Pair, Plan, WeightTarget, execute, plan_transfer
 from transfer.errors import MappingError
 from transfer.keras_models import KerasModelWeights
 from transfer.mapping import Mapping, MappingInput, ModelSpec, load_mapping
-from transfer.output import check_writable, save_model
+from transfer.output import check_writable, reload_model, save_model
 from transfer.report import Report
-from transfer.sources import Source, load_keras_file, open_source, source_from_object
+from transfer.sources import Source, load_keras_file, open_source, runnable_model, source_from_object
 from transfer.sources.known_models import PREPROCESSING_HELP
 from transfer.targets import build_target, call_builder, load_callable
 from transfer.torch_models import TorchModuleWeights
+from transfer.verify import verify_transfer
 
 SourceInput = Union[str, Path, Any, None]
 TargetInput = Union[str, Path, Callable[..., Any], Any, None]
@@ -25,7 +27,8 @@ TargetInput = Union[str, Path, Callable[..., Any], Any, None]
 
 def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: TargetInput = None, *,
                      source_weights: str | Path | None = None, strict: bool = False,
-                     check: bool = False, out: str | Path | None = None) -> Report:
+                     check: bool = False, verify: bool = False, checksums: bool = False,
+                     out: str | Path | None = None) -> Report:
     """Move weights from `source` into `target` as `mapping` says, all or nothing.
 
     Args:
@@ -38,6 +41,9 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
         source_weights: overrides the mapping's `source.weights` (a path or `imagenet`).
         strict: fail on any undeclared skipped source layer or untouched target layer.
         check: validate everything and read no tensor; the target is left unchanged.
+        verify: after the transfer, compare every moved layer (and the mapped stack) with
+            the source on a probe input, in memory and again on the written file.
+        checksums: record the sha256 of the source file and of every written tensor.
         out: write the target there (`.keras`, `.weights.h5`, `.pth`, `.pt`, `.safetensors`).
 
     Returns:
@@ -52,38 +58,77 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         check_writable(out_path, target_weights.framework)
-    weights_source = _resolve_source(spec, source, source_weights)
+    weights_source, source_spec = _resolve_source(spec, source, source_weights)
     try:
         plan = plan_transfer(spec, weights_source, target_weights, strict=strict)
-        report = Report(
-            mapping=spec.origin, mapping_sha256=spec.sha256, source=weights_source.description,
-            target=target_weights.description, skipped=plan.skipped, untouched=plan.untouched,
-            frozen=plan.frozen, notes=plan.notes, checked_only=check, model=target_model,
-            preprocessing=_preprocessing(spec, weights_source), versions=_versions(),
-        )
-        report.warnings += report.preprocessing.pop("warnings")
-        moved = [] if check else execute(plan, weights_source, target_weights, spec.origin)
+        report = _new_report(spec, plan, weights_source, target_weights, target_model, check)
+        if check:
+            return report
+        backup = {p.target.name: target_weights.read(p.target.name) for p in plan.pairs} if verify else {}
+        moved = execute(plan, weights_source, target_weights, spec.origin)
+        report.transferred = [_row(m.pair, list(m.notes)) for m in moved]
+        if verify:
+            source_model, why_not = runnable_model(weights_source, source_spec)
+            result = verify_transfer(plan.pairs, weights_source, target_weights, "in memory", source_model)
+            result.stack_note = result.stack_note or why_not
+            report.verification.append(result.to_dict())
+            if not result.ok:
+                target_weights.assign(backup)  # put the target back as it was
+                result.raise_if_failed(spec.origin)
+        if checksums:
+            report.source_sha256 = file_sha256(getattr(weights_source, "path", None))
+            report.tensor_sha256 = {name: [tensor_sha256(a) for a in target_weights.read(name)]
+                                    for name in target_weights.layers()}
+        if out_path is not None:
+            check_file = None
+            if verify:
+                check_file = _verify_written(plan, weights_source, target_weights, source_model, report, spec)
+            save_model(target_model, target_weights.framework, out_path, check_file)
+            report.output = str(out_path)
+        return report
     finally:
         close = getattr(weights_source, "close", None)
         if close is not None:
             close()
-    pairs = [m.pair for m in moved] if not check else plan.pairs
-    notes = {m.pair.target.name: list(m.notes) for m in moved}
-    report.transferred = [{
-        "source": p.source.name, "target": p.target.name, "kind": p.kind, "conversion": p.conversion,
-        "shapes": {"source": p.source.shapes, "target": p.target.shapes},
-        "params": p.target.params, "notes": notes.get(p.target.name, []),
-    } for p in pairs]
-    report.params_moved = sum(p.target.params for p in pairs)
-    if out_path is not None and not check:
-        save_model(target_model, target_weights.framework, out_path)
-        report.output = str(out_path)
+
+
+def _new_report(spec: Mapping, plan: Plan, source: Source, target: WeightTarget, model: Any,
+                check: bool) -> Report:
+    report = Report(
+        mapping=spec.origin, mapping_sha256=spec.sha256, source=source.description,
+        target=target.description, skipped=plan.skipped, untouched=plan.untouched,
+        frozen=plan.frozen, notes=plan.notes, checked_only=check, model=model,
+        preprocessing=_preprocessing(spec, source), versions=_versions(),
+        transferred=[_row(p, []) for p in plan.pairs],
+        params_moved=sum(p.target.params for p in plan.pairs),
+    )
+    report.warnings += report.preprocessing.pop("warnings")
     return report
 
 
-def _resolve_source(spec: Mapping, source: SourceInput, source_weights: str | Path | None) -> Source:
+def _row(pair: Pair, notes: list[str]) -> dict[str, Any]:
+    return {"source": pair.source.name, "target": pair.target.name, "kind": pair.kind,
+            "conversion": pair.conversion, "params": pair.target.params, "notes": notes,
+            "shapes": {"source": pair.source.shapes, "target": pair.target.shapes}}
+
+
+def _verify_written(plan: Plan, source: Source, target: WeightTarget, source_model: Any,
+                    report: Report, spec: Mapping) -> Callable[[Path], None]:
+    """The check run on the written (temporary) file before it takes its final name."""
+    def check_file(path: Path) -> None:
+        reloaded = reload_model(target.model, target.framework, path)
+        adapter = _adapter(reloaded, spec.target)
+        result = verify_transfer(plan.pairs, source, adapter, "written file, reloaded", source_model)
+        report.verification.append(result.to_dict())
+        result.raise_if_failed(f"{spec.origin}: output {path.name}")
+
+    return check_file
+
+
+def _resolve_source(spec: Mapping, source: SourceInput,
+                    source_weights: str | Path | None) -> tuple[Source, ModelSpec]:
     if source is not None and not isinstance(source, (str, Path)):
-        return source_from_object(source)
+        return source_from_object(source), spec.source
     model_spec = spec.source
     if isinstance(source, (str, Path)):
         text = str(source)
@@ -95,7 +140,7 @@ def _resolve_source(spec: Mapping, source: SourceInput, source_weights: str | Pa
         model_spec = dataclasses.replace(model_spec, weights=spec.resolve_path(model_spec.weights))
     if source_weights is not None:
         model_spec = dataclasses.replace(model_spec, weights=str(source_weights))
-    return open_source(model_spec)
+    return open_source(model_spec), model_spec
 
 
 def _resolve_target(spec: Mapping, target: TargetInput) -> tuple[Any, WeightTarget]:
@@ -106,13 +151,15 @@ def _resolve_target(spec: Mapping, target: TargetInput) -> tuple[Any, WeightTarg
         model = load_keras_file(Path(target))
     elif isinstance(target, str):
         if ":" in target:
-            model = call_builder(load_callable(target), target_spec.config, f"{spec.origin}: target.config")
+            model = call_builder(load_callable(target), target_spec.config, f"{spec.origin}: target.config",
+                                 target_spec.seed, target_spec.framework)
         else:
             model = build_target(dataclasses.replace(target_spec, model=target), spec.origin)
     elif target is None:
         model = build_target(target_spec, spec.origin)
     elif callable(target) and not _is_model(target):
-        model = call_builder(target, target_spec.config, f"{spec.origin}: target.config")
+        model = call_builder(target, target_spec.config, f"{spec.origin}: target.config",
+                             target_spec.seed, target_spec.framework)
     else:
         model = target
     return model, _adapter(model, target_spec)

@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="fail on any undeclared skipped or untouched layer")
     parser.add_argument("--check", action="store_true",
                         help="validate the mapping against both models; read no tensor, write no model")
+    parser.add_argument("--verify", action="store_true",
+                        help="compare every moved layer (and the mapped stack) with the source on a "
+                             "probe input, in memory and on the written file; exit 6 on failure")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     return parser
 
@@ -56,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = api.transfer_weights(
             args.map, source_weights=args.source_weights, strict=args.strict, check=args.check,
-            out=args.out, target=args.target_factory)
+            verify=args.verify, checksums=bool(args.report), out=args.out, target=args.target_factory)
         if args.report:
             report.write(args.report)
     except TransferWeightsError as exc:

@@ -25,7 +25,7 @@ PREPROCESSING = ("caffe", "torch", "tf", "none")
 
 _TOP_KEYS = ("format", "description", "source", "target", "layers", "skip", "untouched", "freeze")
 _SOURCE_KEYS = ("framework", "model", "weights", "include_top", "batchnorm_epsilon", "preprocessing")
-_TARGET_KEYS = ("framework", "model", "file", "config", "preprocessing")
+_TARGET_KEYS = ("framework", "model", "file", "config", "preprocessing", "seed")
 _RULE_KEYS = ("target", "flatten", "epsilon", "adapt")
 # A rule key holding any of these characters is a regular expression; otherwise it is a
 # literal layer name (so the dots of `features.0` stay literal).
@@ -46,6 +46,7 @@ class ModelSpec:
     batchnorm_epsilon: float | None = None
     preprocessing: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # targets built from a mapping are initialised under this seed
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,10 @@ class _Validator:
         if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
             raise self.fail(keys + ("config",), f"expected a mapping of builder arguments; "
                                                 f"received {_describe(config)}.")
-        return ModelSpec(framework=framework, include_top=include_top,
+        seed = data.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise self.fail(keys + ("seed",), f"expected a non-negative integer; received {seed!r}.")
+        return ModelSpec(framework=framework, include_top=include_top, seed=seed,
                          batchnorm_epsilon=float(epsilon) if epsilon is not None else None,
                          preprocessing=preprocessing, config=dict(config), **text)
 

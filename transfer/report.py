@@ -28,6 +28,9 @@ class Report:
     checked_only: bool = False
     output: str | None = None
     mapping_sha256: str | None = None
+    source_sha256: str | None = None
+    tensor_sha256: dict[str, list[str]] = field(default_factory=dict)
+    verification: list[dict[str, Any]] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
     model: Any = field(default=None, repr=False, compare=False)  # the target, not serialised
 
@@ -62,6 +65,14 @@ class Report:
         converted = sorted({t["conversion"] for t in self.transferred} - {"none (same framework)"})
         if converted:
             lines.append(f"  layouts converted: {'; '.join(converted)}")
+        for result in self.verification:
+            layers = result["layers"]
+            worst = max((c["rel_diff"] for c in layers if c["tolerance"] > 0), default=0.0)
+            stack = result["stack"]
+            lines.append(f"  verified ({result['stage']}): {sum(c['ok'] for c in layers)}/{len(layers)} layers"
+                         f" within {result['tolerance']['layer']:g} (worst {worst:.2g})"
+                         + (f"; stack at '{stack['target']}' {stack['rel_diff']:.2g}" if stack
+                            else f"; no stack check: {result.get('stack_note', '')}"))
         lines += [f"  note: {n}" for n in self.notes]
         lines += [f"  WARNING: {w}" for w in self.warnings]
         if self.output:

@@ -160,3 +160,26 @@ def _download_torchvision(known: Any) -> Path:
     except Exception as exc:  # urllib and hash failures arrive as several types
         raise CheckpointError(f"could not download {url}: {exc}. {OFFLINE_HINT}") from exc
     return path
+
+
+def runnable_model(source: Any, spec: ModelSpec) -> tuple[Any, str]:
+    """The source as a model that can run (for the stack check), or None and why not."""
+    if isinstance(source, (KerasModelWeights, TorchModuleWeights)):
+        return source.model, ""
+    layers = source.layers()
+    if isinstance(source, LegacyH5Source) and spec.model in KERAS_APPLICATIONS:
+        keras = _frameworks.keras()
+        app = KERAS_APPLICATIONS[spec.model]
+        model = getattr(keras.applications, app.builder)(weights=None, include_top="fc1" in layers)
+        model.load_weights(str(source.path))
+        return model, ""
+    if isinstance(source, StateDictSource) and spec.model in TORCHVISION_MODELS:
+        if _frameworks.triton_crash_risk():
+            return None, "torchvision cannot be imported after TensorFlow here (see README)"
+        builder = getattr(_frameworks.torchvision().models, TORCHVISION_MODELS[spec.model].builder)
+        model = builder(weights=None)
+        state = {key: tensor if not hasattr(tensor, "get_shape") else tensor[:]
+                 for key, tensor in source._tensors.items()}
+        model.load_state_dict(state)
+        return model.eval(), ""
+    return None, "no runnable source model (a weights file of an unknown architecture)"

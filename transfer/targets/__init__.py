@@ -10,6 +10,7 @@ import importlib
 import inspect
 from typing import Any, Callable
 
+from transfer import _frameworks
 from transfer.errors import MappingError
 from transfer.mapping import ModelSpec, did_you_mean
 
@@ -40,11 +41,16 @@ def build_target(spec: ModelSpec, origin: str) -> Any:
         names = [name for framework, name in BUILDERS if framework == spec.framework]
         raise MappingError(f"{origin}: target.model: no shipped {spec.framework} target named "
                            f"{spec.model!r}; shipped: {', '.join(names)}.{did_you_mean(spec.model or '', names)}")
-    return call_builder(load_callable(BUILDERS[key]), spec.config, f"{origin}: target.config")
+    return call_builder(load_callable(BUILDERS[key]), spec.config, f"{origin}: target.config",
+                        spec.seed, spec.framework)
 
 
-def call_builder(builder: Callable[..., Any], config: dict[str, Any], where: str) -> Any:
-    """Call a builder with keyword arguments, checked against its signature first."""
+def call_builder(builder: Callable[..., Any], config: dict[str, Any], where: str, seed: int = 0,
+                 framework: str = "keras") -> Any:
+    """Call a builder with keyword arguments, checked against its signature first, under a
+    fixed seed so the layers that receive no weights start the same in every run. torch's
+    global RNG state is restored afterwards; Keras' global seed stays set (Keras offers no
+    way to restore it)."""
     parameters = inspect.signature(builder).parameters
     accepts_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
     unknown = [k for k in config if k not in parameters and not accepts_any]
@@ -53,6 +59,12 @@ def call_builder(builder: Callable[..., Any], config: dict[str, Any], where: str
                            f"{getattr(builder, '__name__', builder)}; it takes "
                            f"{', '.join(p for p in parameters if p != 'self')}.")
     try:
+        if framework == "torch":
+            torch = _frameworks.torch()
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return builder(**config)
+        _frameworks.keras().utils.set_random_seed(seed)
         return builder(**config)
     except (ValueError, TypeError) as exc:
         raise MappingError(f"{where}: {exc}") from exc
