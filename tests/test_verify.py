@@ -36,9 +36,10 @@ def test_cli_verify_passes_and_reports_both_stages(notop_h5: Path, tmp_path: Pat
     assert data["source_sha256"] and len(data["tensor_sha256"]) == 30  # every target layer
 
 
-def test_cross_framework_verify_uses_probes(vgg16_bn_pth: Path) -> None:
+@pytest.mark.parametrize("fixture", ["vgg16_bn_pth", "vgg16_bn_safetensors"])
+def test_cross_framework_verify_uses_probes(fixture: str, request) -> None:
     report = transfer.transfer_weights(mapping_dict("segnet_vgg16_bn_torchvision.yaml", input_shape=[64, 64, 3]),
-                                       source_weights=vgg16_bn_pth, verify=True)
+                                       source_weights=request.getfixturevalue(fixture), verify=True)
     layers = report.verification[0]["layers"]
     assert {c["method"] for c in layers} == {"conv2d on a probe, torch vs keras", "batchnorm on a probe, torch vs keras"}
     assert max(c["rel_diff"] for c in layers) <= 1e-5

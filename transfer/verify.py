@@ -110,11 +110,12 @@ def verify_transfer(pairs: list[Pair], source: Any, target: WeightTarget, stage:
         for pair in pairs:
             result.layers.append(_check_layer(pair, source.read(pair.source.name),
                                               target.read(pair.target.name), rng))
-        stack = _stack_layers(pairs, source, target)
+        if source_model is None:
+            result.stack_note = "no runnable source model (a weights file of an unknown architecture)"
+            return result
+        stack = _stack_layers(pairs, _layer_order(source_model), target)
         if isinstance(stack, str):
             result.stack_note = stack
-        elif source_model is None:
-            result.stack_note = "no runnable source model (a weights file of an unknown architecture)"
         else:
             result.stack = _check_stack(stack, source_model, target.model)
     return result
@@ -214,12 +215,23 @@ def _np(tensor: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(tensor))
 
 
-def _stack_layers(pairs: list[Pair], source: Any, target: WeightTarget) -> Pair | str:
+def _layer_order(model: Any) -> list[str]:
+    """Weighted layers in the model's own order (files such as safetensors sort their keys)."""
+    if _is_keras(model):
+        from transfer.keras_models import iter_weighted_layers
+
+        return [name for name, _ in iter_weighted_layers(model)]
+    from transfer.torch_models import layer_specs
+
+    return list(layer_specs(model))
+
+
+def _stack_layers(pairs: list[Pair], source_order: list[str], target: WeightTarget) -> Pair | str:
     """The last pair of the longest mapped prefix on both sides, or why there is none."""
     mapped_sources = {p.source.name: p for p in pairs}
     mapped_targets = {p.target.name for p in pairs}
     last: Pair | None = None
-    for name in source.layers():
+    for name in source_order:
         if name not in mapped_sources:
             break
         last = mapped_sources[name]

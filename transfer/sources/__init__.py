@@ -22,7 +22,7 @@ from transfer.layers import LayerSpec
 from transfer.mapping import ModelSpec
 from transfer.sources.keras_files import KerasV3WeightsSource, LegacyH5Source, is_legacy_h5, open_h5
 from transfer.sources.known_models import KERAS_APPLICATIONS, TORCHVISION_MODELS
-from transfer.sources.torch_files import StateDictSource, load_torch_file, open_safetensors
+from transfer.sources.torch_files import StateDictSource, load_torch_file, materialize, open_safetensors
 from transfer.torch_models import TorchModuleWeights
 
 __all__ = ["Source", "open_source", "source_from_object", "load_keras_file"]
@@ -178,8 +178,7 @@ def runnable_model(source: Any, spec: ModelSpec) -> tuple[Any, str]:
             return None, "torchvision cannot be imported after TensorFlow here (see README)"
         builder = getattr(_frameworks.torchvision().models, TORCHVISION_MODELS[spec.model].builder)
         model = builder(weights=None)
-        state = {key: tensor if not hasattr(tensor, "get_shape") else tensor[:]
-                 for key, tensor in source._tensors.items()}
+        state = {key: materialize(tensor) for key, tensor in source.tensors.items()}
         model.load_state_dict(state)
         return model.eval(), ""
     return None, "no runnable source model (a weights file of an unknown architecture)"

@@ -4,6 +4,7 @@ where the format allows, and `.safetensors`. A layer is a module path (`features
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -62,8 +63,7 @@ class StateDictSource:
         arrays = []
         for key in self._keys[name].values():
             try:
-                tensor = self._tensors[key]
-                tensor = tensor[:] if not isinstance(tensor, torch.Tensor) else tensor
+                tensor = materialize(self._tensors[key])
             except Exception as exc:  # safetensors/mmap raise several types on corrupt data
                 raise CheckpointError(f"{self.path}: cannot read tensor '{key}' of layer "
                                       f"'{name}' (truncated or corrupt file?): {exc}.") from exc
@@ -71,6 +71,11 @@ class StateDictSource:
                 tensor = tensor.float()
             arrays.append(tensor.detach().cpu().numpy())
         return arrays
+
+    @property
+    def tensors(self) -> dict[str, Any]:
+        """Every entry of the state dict, lazily loaded (num_batches_tracked included)."""
+        return self._tensors
 
     def close(self) -> None:
         self._tensors = {}
@@ -128,6 +133,30 @@ def open_safetensors(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: no such file.")
     try:
         handle = safe_open(str(path), framework="pt")
-        return {key: handle.get_slice(key) for key in handle.keys()}
+        # safetensors stores keys sorted as text; natural order puts features.2 before features.10
+        keys = sorted(handle.keys(), key=lambda k: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", k)])
+        return {key: LazySafetensor(handle, key) for key in keys}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file: {exc}.") from exc
+
+
+class LazySafetensor:
+    """One tensor of an open safetensors file: shape and dtype from the header, data on load."""
+
+    def __init__(self, handle: Any, key: str):
+        self._handle, self._key = handle, key
+        self._slice = handle.get_slice(key)
+
+    def get_shape(self) -> list[int]:
+        return self._slice.get_shape()
+
+    def get_dtype(self) -> str:
+        return self._slice.get_dtype()
+
+    def load(self) -> Any:
+        return self._handle.get_tensor(self._key)
+
+
+def materialize(tensor: Any) -> Any:
+    """A torch tensor from a state-dict entry (mmap-backed tensor or lazy safetensors entry)."""
+    return tensor.load() if isinstance(tensor, LazySafetensor) else tensor

@@ -1,0 +1,112 @@
+#!/usr/bin/env python
+"""Example CI conversion job: convert every shipped mapping, verify it, and fail the build when
+any written tensor differs from the checksums recorded in `scripts/ci_checksums.json`.
+
+Run as a CI step (it is part of `.ci/run`):
+
+    python scripts/ci_convert_all.py            # check against the recorded checksums
+    python scripts/ci_convert_all.py --record   # accept the current output as the new record
+
+The "pretrained" checkpoints are made here from seeded `weights=None` models (this job must
+run offline); in your own pipeline, point `--source-weights` at your real files instead.
+Each conversion runs the real command line, as a CI job would:
+
+    transfer-weights --map M --source-weights W --out O --report R --verify --strict --quiet
+
+Exit codes: 0 all conversions verified and matching the record; 1 a checksum regression;
+otherwise the failing `transfer-weights` exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORD = ROOT / "scripts" / "ci_checksums.json"
+
+# mapping -> (checkpoint it reads, output suffix)
+JOBS = {
+    "unet_vgg16.yaml": ("keras_vgg16_notop.h5", ".keras"),
+    "segnet_vgg16.yaml": ("keras_vgg16_notop.h5", ".weights.h5"),
+    "segnet_torch_keras_vgg16.yaml": ("keras_vgg16_notop.h5", ".safetensors"),
+    "unet_vgg16_torchvision.yaml": ("vgg16.pth", ".weights.h5"),
+    "segnet_vgg16_bn_torchvision.yaml": ("vgg16_bn.safetensors", ".keras"),
+    "segnet_torch_vgg16_bn.yaml": ("vgg16_bn.pth", ".pth"),
+    "vgg16_torchvision_to_keras.yaml": ("vgg16.pth", ".weights.h5"),
+}
+
+
+def make_checkpoints(folder: Path) -> None:
+    """Seeded stand-ins for the published checkpoints, in the same formats."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from checkpoints import keras_vgg16, torch, torchvision_vgg16, write_legacy_h5
+    from safetensors.torch import save_file
+
+    write_legacy_h5(keras_vgg16(include_top=False, seed=0, input_shape=(None, None, 3)),
+                    folder / "keras_vgg16_notop.h5")
+    torch.save(torchvision_vgg16(batchnorm=False, seed=1).state_dict(), folder / "vgg16.pth")
+    bn = torchvision_vgg16(batchnorm=True, seed=2).state_dict()
+    torch.save(bn, folder / "vgg16_bn.pth")
+    save_file({k: v.contiguous() for k, v in bn.items()}, folder / "vgg16_bn.safetensors")
+
+
+def convert(mapping: str, weights: Path, out: Path, report: Path) -> int:
+    command = [sys.executable, "-m", "transfer.cli", "--map", str(ROOT / "mappings" / mapping),
+               "--source-weights", str(weights), "--out", str(out), "--report", str(report),
+               "--verify", "--strict", "--quiet"]
+    return subprocess.run(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).returncode
+
+
+def compare(recorded: dict, current: dict) -> list[str]:
+    problems = []
+    for mapping in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(mapping), current.get(mapping)
+        if old is None or new is None:
+            problems.append(f"{mapping}: {'not recorded' if old is None else 'not converted'}")
+            continue
+        changed = sorted(layer for layer in set(old) | set(new) if old.get(layer) != new.get(layer))
+        if changed:
+            problems.append(f"{mapping}: {len(changed)} layer(s) differ: {', '.join(changed[:8])}")
+    return problems
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--record", action="store_true", help="write the current checksums as the record")
+    parser.add_argument("--keep", metavar="DIR", help="keep outputs and reports in DIR")
+    args = parser.parse_args()
+    work = Path(args.keep or tempfile.mkdtemp(prefix="transfer-ci-"))
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    make_checkpoints(work)
+    current: dict[str, dict[str, list[str]]] = {}
+    for mapping, (checkpoint, suffix) in JOBS.items():
+        out, report = work / f"{mapping[:-5]}{suffix}", work / f"{mapping[:-5]}.report.json"
+        code = convert(mapping, work / checkpoint, out, report)
+        if code != 0:
+            print(f"ci-convert: {mapping}: transfer-weights exited {code}", file=sys.stderr)
+            return code
+        data = json.loads(report.read_text())
+        assert all(v["ok"] for v in data["verification"]) and len(data["verification"]) == 2
+        current[mapping] = data["tensor_sha256"]
+        print(f"ci-convert: {mapping}: {len(data['transferred'])} layers moved and verified -> {out.name}")
+    if args.record:
+        RECORD.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+        print(f"ci-convert: recorded {RECORD}")
+        return 0
+    problems = compare(json.loads(RECORD.read_text()), current)
+    for problem in problems:
+        print(f"ci-convert: REGRESSION {problem}", file=sys.stderr)
+    print(f"ci-convert: {len(JOBS)} mappings, {len(problems)} regression(s), {time.perf_counter() - started:.0f} s")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
