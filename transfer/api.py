@@ -9,7 +9,7 @@ from typing import Any, Callable, Union
 
 from transfer import __version__
 from transfer.checksums import file_sha256, tensor_sha256
-from transfer.engine import Pair, Plan, WeightTarget, execute, plan_transfer
+from transfer.engine import Pair, Plan, WeightTarget, adapted_channels, execute, plan_transfer
 from transfer.errors import MappingError
 from transfer.keras_models import KerasModelWeights
 from transfer.mapping import Mapping, MappingInput, ModelSpec, load_mapping
@@ -107,9 +107,12 @@ def _new_report(spec: Mapping, plan: Plan, source: Source, target: WeightTarget,
 
 
 def _row(pair: Pair, notes: list[str]) -> dict[str, Any]:
+    channels = adapted_channels(pair)
+    adapted = ({"in_channels": list(channels), "policy": pair.rule.adapt} if channels else None)
     return {"source": pair.source.name, "target": pair.target.name, "kind": pair.kind,
             "conversion": pair.conversion, "params": pair.target.params, "notes": notes,
-            "shapes": {"source": pair.source.shapes, "target": pair.target.shapes}}
+            "shapes": {"source": pair.source.shapes, "target": pair.target.shapes},
+            "adapted": adapted}
 
 
 def _verify_written(plan: Plan, source: Source, target: WeightTarget, source_model: Any,

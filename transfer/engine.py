@@ -193,6 +193,8 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
     try:
         if source.framework != target.framework:
             arrays = _cross_framework(pair, arrays)
+        if pair.rule.adapt:
+            arrays = _adapt(pair, arrays)
         if pair.kind == "batchnorm":
             arrays = _match_epsilon(pair, arrays, where)
     except IncompatibleWeightsError as exc:
@@ -223,6 +225,27 @@ def _cross_framework(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
         return list(arrays)  # same order in both frameworks
     raise IncompatibleWeightsError(f"no PyTorch <-> Keras layout conversion is known for "
                                    f"{pair.kind} layers.")
+
+
+def input_axis(kind: str, framework: str) -> int:
+    """Axis of a conv kernel's input channels: HWIO in Keras, OIHW in torch."""
+    if kind != "conv2d":
+        raise IncompatibleWeightsError(f"input-channel adaptation applies to conv2d layers, not {kind}.")
+    return 2 if framework == "keras" else 1
+
+
+def adapted_channels(pair: Pair) -> tuple[int, int] | None:
+    """(source, target) input channels of an adapted pair, or None."""
+    if not pair.rule.adapt:
+        return None
+    return (pair.source.tensors[0].shape[input_axis(pair.kind, pair.source.framework)],
+            pair.target.tensors[0].shape[input_axis(pair.kind, pair.target.framework)])
+
+
+def _adapt(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    axis = input_axis(pair.kind, pair.target.framework)
+    channels = pair.target.tensors[0].shape[axis]
+    return [layout.adapt_in_channels(arrays[0], axis, channels, pair.rule.adapt)] + list(arrays[1:])
 
 
 def _flatten_of(pair: Pair) -> tuple[int, int, int] | None:

@@ -107,6 +107,39 @@ def batchnorm_rescale_gamma(gamma: np.ndarray, variance: np.ndarray, source_epsi
     return (gamma.astype(np.float64) * scale).astype(gamma.dtype)
 
 
+ADAPT_POLICIES = ("timm", "sum", "repeat", "zero_rest")
+
+
+def adapt_in_channels(weight: np.ndarray, axis: int, channels: int, policy: str) -> np.ndarray:
+    """A conv kernel with `channels` inputs made from one with another count (input axis `axis`).
+
+    sum: one channel, the sum over the source's (a grey image seen as equal R, G, B);
+    repeat: the source channels tiled and scaled by source/target count (timm's
+    adapt_input_conv), keeping the expected activation scale; zero_rest: the source channels
+    first, zeros for the extra ones (a 4-band image with zero in band 4 gives the RGB output);
+    timm: sum for one channel, repeat otherwise.
+    """
+    source = weight.shape[axis]
+    if policy == "timm":
+        policy = "sum" if channels == 1 else "repeat"
+    if policy == "sum":
+        if channels != 1:
+            raise IncompatibleWeightsError(f"adapt 'sum' makes 1 input channel; the target has {channels}.")
+        return weight.sum(axis=axis, keepdims=True, dtype=np.float64).astype(weight.dtype)
+    if policy == "repeat":
+        reps = -(-channels // source)
+        tiled = np.concatenate([weight] * reps, axis=axis).take(range(channels), axis=axis)
+        return (tiled * (source / channels)).astype(weight.dtype)
+    if policy == "zero_rest":
+        if channels < source:
+            raise IncompatibleWeightsError(f"adapt 'zero_rest' adds input channels; the target has "
+                                           f"{channels}, fewer than the source's {source}.")
+        pad = [(0, 0)] * weight.ndim
+        pad[axis] = (0, channels - source)
+        return np.pad(weight, pad)
+    raise IncompatibleWeightsError(f"unknown input-channel policy {policy!r}; known: {', '.join(ADAPT_POLICIES)}.")
+
+
 TORCH_TO_KERAS = {
     "conv2d": conv_torch_to_keras,
     "conv2d_transpose": conv_transpose_torch_to_keras,

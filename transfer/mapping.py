@@ -18,6 +18,7 @@ from typing import Any, Literal, Mapping as TypingMapping, Union
 import yaml
 
 from transfer.errors import MappingError
+from transfer.layout import ADAPT_POLICIES
 
 FORMAT_VERSION = 1
 FRAMEWORKS = ("keras", "torch")
@@ -285,7 +286,7 @@ class _Validator:
         return Rule(source=source, target=target, is_pattern=is_pattern,
                     line=self.lines.get(keys), flatten=self.flatten(options.get("flatten", "auto"), keys),
                     epsilon=self.choice(options, "epsilon", ("match", "rescale"), "match", keys),
-                    adapt=self.choice(options, "adapt", ("in_channels",), None, keys))
+                    adapt=self.adapt(options.get("adapt"), keys))
 
     def check_template(self, keys: tuple[str, ...], target: str, groups: int) -> None:
         for ref in re.findall(r"\\(\d+)|\\g<(\d+)>", target):
@@ -305,6 +306,17 @@ class _Validator:
         raise self.fail(keys + ("flatten",), "expected [channels, height, width] of the feature "
                                              f"map flattened before this dense layer, false, or "
                                              f"'auto'; received {value!r}.")
+
+    def adapt(self, value: Any, keys: tuple[str, ...]) -> str | None:
+        """`adapt: in_channels` (timm's policy) or `adapt: {in_channels: sum|repeat|zero_rest}`."""
+        if value is None:
+            return None
+        if value == "in_channels":
+            return "timm"
+        if isinstance(value, dict) and list(value) == ["in_channels"] and value["in_channels"] in ADAPT_POLICIES:
+            return value["in_channels"]
+        raise self.fail(keys + ("adapt",), "expected 'in_channels' or {in_channels: "
+                                           f"{' | '.join(ADAPT_POLICIES)}}}; received {value!r}.")
 
     def choice(self, options: dict, key: str, allowed: tuple, default: Any,
                keys: tuple[str, ...]) -> Any:

@@ -62,6 +62,10 @@ class Report:
                              f"{label}: {compact(names)}")
         if self.frozen:
             lines.append(f"  froze {len(self.frozen)} target layer(s): {compact(self.frozen)}")
+        adapted = [f"{t['target']} {t['adapted']['in_channels'][0]}->{t['adapted']['in_channels'][1]} "
+                   f"({t['adapted']['policy']})" for t in self.transferred if t.get("adapted")]
+        if adapted:
+            lines.append(f"  ADAPTED input channels: {', '.join(adapted)}")
         converted = sorted({t["conversion"] for t in self.transferred} - {"none (same framework)"})
         if converted:
             lines.append(f"  layouts converted: {'; '.join(converted)}")

@@ -18,8 +18,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from transfer import _frameworks
-from transfer.engine import Pair, WeightTarget, convert_pair
+from transfer import _frameworks, layout
+from transfer.engine import Pair, WeightTarget, adapted_channels, convert_pair, input_axis
 from transfer.errors import VerificationError
 
 LAYER_TOLERANCE = 1e-5  # relative max-abs difference, float32
@@ -113,6 +113,9 @@ def verify_transfer(pairs: list[Pair], source: Any, target: WeightTarget, stage:
         if source_model is None:
             result.stack_note = "no runnable source model (a weights file of an unknown architecture)"
             return result
+        if any(pair.rule.adapt for pair in pairs):
+            result.stack_note = "input channels adapted: the two models take different inputs"
+            return result
         stack = _stack_layers(pairs, _layer_order(source_model), target)
         if isinstance(stack, str):
             result.stack_note = stack
@@ -129,6 +132,11 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
         diffs = [_rel(e.astype(t.dtype), t) for e, t in zip(expected, target_arrays)]
         worst = max(diffs, key=lambda d: d[1]) if diffs else (0.0, 0.0)
         return Check(source.name, target.name, "tensors compared", worst[0], worst[1], 0.0)
+    adapted = adapted_channels(pair)
+    if adapted:  # the reference applies the same declared adaptation, in the source's layout
+        axis = input_axis(pair.kind, source.framework)
+        source_arrays = [layout.adapt_in_channels(source_arrays[0], axis, adapted[1], pair.rule.adapt),
+                         *source_arrays[1:]]
     probe = _probe(pair, target_arrays, rng)
     reference = _apply(source.framework, pair, source, source_arrays, probe)
     candidate = _apply(target.framework, pair, target, target_arrays, probe)
@@ -143,8 +151,10 @@ def _keras_side(pair: Pair) -> Any:
 
 def _probe(pair: Pair, target_arrays: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
     """A channels-last probe the layer accepts (built from the Keras side's kernel shape)."""
-    keras_spec = _keras_side(pair)
-    shape = keras_spec.tensors[0].shape
+    shape = list(_keras_side(pair).tensors[0].shape)
+    adapted = adapted_channels(pair)
+    if adapted:
+        shape[2] = adapted[1]
     if pair.kind in ("conv2d", "depthwise_conv2d"):
         return rng.normal(size=(2, shape[0] + 3, shape[1] + 4, shape[2])).astype(np.float32)
     if pair.kind == "conv2d_transpose":
