@@ -48,7 +48,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _suggest_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transfer-weights suggest",
+        description="Write a draft mapping by aligning the two models' weighted layers in order, "
+                    "by kind and shape; unsure pairs are commented, undecidable ones left out.")
+    parser.add_argument("--source", required=True, metavar="SPEC",
+                        help="a weights file, 'keras:NAME' / 'torch:NAME', or a YAML mapping like a mapping's source")
+    parser.add_argument("--target", required=True, metavar="SPEC",
+                        help="a .keras file, 'keras:NAME' / 'torch:NAME', or a YAML mapping like a mapping's target")
+    parser.add_argument("--out", required=True, metavar="DRAFT.yaml", help="where to write the draft")
+    return parser
+
+
+def suggest_main(argv: Sequence[str]) -> int:
+    args = _suggest_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from transfer.errors import TransferWeightsError
+    from transfer.suggest import suggest_mapping
+
+    try:
+        draft = suggest_mapping(args.source, args.target, args.out)
+    except TransferWeightsError as exc:
+        print(f"transfer-weights suggest: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    unsure = sum(1 for *_, doubt in draft.pairs if doubt)
+    print(f"transfer-weights suggest: {len(draft.pairs)} pairs ({unsure} unsure), {len(draft.undecided)} "
+          f"undecided, {len(draft.skip)} skipped, {len(draft.untouched)} untouched -> {args.out}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["suggest"]:
+        return suggest_main(argv[1:])
     args = _parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     exit_on_sigterm()

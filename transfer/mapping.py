@@ -261,9 +261,9 @@ class _Validator:
         return tuple(self.string(item, keys + (str(i),)) for i, item in enumerate(value))
 
     def rules(self, data: Any) -> tuple[Rule, ...]:
-        if not isinstance(data, dict) or not data:
-            raise self.fail(("layers",), "expected a non-empty mapping of source layer -> "
-                                         f"target layer; received {_describe(data)}.")
+        if not isinstance(data, dict):
+            raise self.fail(("layers",), "expected a mapping of source layer -> target layer "
+                                         f"(`{{}}` for none); received {_describe(data)}.")
         return tuple(self.rule(str(source), value) for source, value in data.items())
 
     def rule(self, source: str, value: Any) -> Rule:
