@@ -40,13 +40,16 @@ JOBS = {
     "segnet_vgg16_bn_torchvision.yaml": ("vgg16_bn.safetensors", ".keras"),
     "segnet_torch_vgg16_bn.yaml": ("vgg16_bn.pth", ".pth"),
     "vgg16_torchvision_to_keras.yaml": ("vgg16.pth", ".weights.h5"),
+    "resnet50_torchvision_to_keras.yaml": ("resnet50.pth", ".weights.h5"),
+    "resnet50_keras_to_torchvision.yaml": ("keras_resnet50.h5", ".safetensors"),
 }
 
 
 def make_checkpoints(folder: Path) -> None:
     """Seeded stand-ins for the published checkpoints, in the same formats."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from checkpoints import keras_vgg16, torch, torchvision_vgg16, write_legacy_h5
+    from checkpoints import (keras, keras_vgg16, randomize_keras, randomize_torch, torch, torchvision,
+                             torchvision_vgg16, write_legacy_h5)
     from safetensors.torch import save_file
 
     write_legacy_h5(keras_vgg16(include_top=False, seed=0, input_shape=(None, None, 3)),
@@ -55,6 +58,9 @@ def make_checkpoints(folder: Path) -> None:
     bn = torchvision_vgg16(batchnorm=True, seed=2).state_dict()
     torch.save(bn, folder / "vgg16_bn.pth")
     save_file({k: v.contiguous() for k, v in bn.items()}, folder / "vgg16_bn.safetensors")
+    torch.manual_seed(3)
+    torch.save(randomize_torch(torchvision.models.resnet50(weights=None), 3).state_dict(), folder / "resnet50.pth")
+    write_legacy_h5(randomize_keras(keras.applications.ResNet50(weights=None), 4), folder / "keras_resnet50.h5")
 
 
 def convert(mapping: str, weights: Path, out: Path, report: Path) -> int:

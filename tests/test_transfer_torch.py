@@ -205,3 +205,21 @@ def test_num_batches_tracked_never_shifts_the_pairs(vgg16_bn_pth: Path, vgg16_bn
     sa, sb = a.model.state_dict(), b.model.state_dict()
     moved = {f"{t['target']}.{n}" for t in a.transferred for n in ("weight", "bias", "running_mean", "running_var")}
     assert all(torch.equal(sa[k], sb[k]) for k in moved if k in sa)
+
+
+def test_freeze_makes_exactly_the_named_layers_non_trainable(vgg16_bn_pth: Path, notop_h5: Path) -> None:
+    mapping = mapping_dict("segnet_torch_vgg16_bn.yaml")
+    mapping["freeze"] = ["block1_*", "block2_conv1"]
+    report = transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth)
+    expected = {"block1_conv1", "block1_bn1", "block1_conv2", "block1_bn2", "block2_conv1"}
+    assert set(report.frozen) == expected
+    frozen = {name for name, module in report.model.named_modules()
+              if any(not p.requires_grad for p in module.parameters(recurse=False))}
+    assert frozen == expected
+    assert all(p.requires_grad for name, m in report.model.named_modules() if name not in expected
+               for p in m.parameters(recurse=False))
+    keras_report = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]),
+                                             source_weights=notop_h5)
+    assert {layer.name for layer in keras_report.model.layers if layer.weights and not layer.trainable} \
+        == set(keras_report.frozen) == {f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+                                        for c in range(1, n + 1)}

@@ -112,6 +112,11 @@ def plan_transfer(mapping: Mapping, source: Any, target: WeightTarget, strict: b
     untouched = [{"layer": name, "declared": is_declared(name, mapping.untouched)}
                  for name in targets if name not in receivers]
     plan = Plan(pairs, skipped, untouched, _frozen(mapping, targets))
+    unknown_eps = [p.source.name for p in pairs if p.kind == "batchnorm" and p.source.epsilon is None]
+    if unknown_eps:
+        plan.notes.append(f"BatchNorm epsilon of {len(unknown_eps)} source layer(s) unknown (Keras weight "
+                          "files do not store it): assumed equal to the target's; set "
+                          "source.batchnorm_epsilon to have it checked")
     unused = [p for p in mapping.skip if not any(is_declared(s, (p,)) for s in sources)]
     if unused:
         plan.notes.append(f"skip entries absent from this source: {', '.join(unused)}")

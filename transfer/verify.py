@@ -199,7 +199,7 @@ def _apply_torch(pair: Pair, spec: Any, arrays: list[np.ndarray], probe: np.ndar
         elif pair.kind == "conv2d_transpose":
             y = functional.conv_transpose2d(x, weight, bias)
         else:
-            y = functional.batch_norm(x, tensors[2], tensors[3], weight, bias, False, 0.0, spec.epsilon or 1e-5)
+            y = functional.batch_norm(x, tensors[2], tensors[3], weight, bias, False, 0.0, _epsilon(pair, spec))
     return y.numpy().transpose(0, 2, 3, 1)
 
 
@@ -216,8 +216,15 @@ def _apply_keras(pair: Pair, spec: Any, arrays: list[np.ndarray], probe: np.ndar
         y = ops.conv_transpose(probe, kernel, strides=1, padding="valid")
     else:
         return _np(ops.batch_normalization(probe, arrays[2], arrays[3], axis=-1, offset=arrays[1],
-                                           scale=arrays[0], epsilon=spec.epsilon or 1e-3))
+                                           scale=arrays[0], epsilon=_epsilon(pair, spec)))
     return _np(y + bias if bias is not None else y)
+
+
+def _epsilon(pair: Pair, spec: Any) -> float:
+    """A side's BatchNorm epsilon; an unknown one (a Keras weights file) is the other side's,
+    which is what the transfer assumed (and reported)."""
+    other = pair.target if spec is pair.source else pair.source
+    return spec.epsilon if spec.epsilon is not None else other.epsilon
 
 
 def _np(tensor: Any) -> np.ndarray:

@@ -63,21 +63,24 @@ def _keras_source(spec: ModelSpec) -> Source:
         raise MappingError(f"source.model: unknown Keras model '{spec.model}'; known: "
                            f"{', '.join(KERAS_APPLICATIONS)}. Or give `weights: PATH`.")
     preprocessing = spec.preprocessing or (app.preprocessing if app else None)
+    epsilon = ((spec.batchnorm_epsilon, "the mapping's source.batchnorm_epsilon") if spec.batchnorm_epsilon
+               else (app.batchnorm_epsilon, f"keras.applications.{app.builder}")
+               if app and app.batchnorm_epsilon else None)
     weights = spec.weights or spec.file
     if weights in (None, "imagenet"):
         if app is None:
             raise MappingError("source: `weights: imagenet` needs a known `model` "
                                f"({', '.join(KERAS_APPLICATIONS)}).")
-        return LegacyH5Source(_download_keras(app, spec.include_top), preprocessing)
+        return LegacyH5Source(_download_keras(app, spec.include_top), preprocessing, epsilon)
     path = Path(weights)
     if path.suffix == ".keras":
         return KerasModelWeights(load_keras_file(path), f"Keras model file {path}")
     with open_h5(path) as file:
         legacy = is_legacy_h5(file)
     if legacy:
-        return LegacyH5Source(path, preprocessing)
+        return LegacyH5Source(path, preprocessing, epsilon)
     if app is None:
-        return KerasV3WeightsSource(path, preprocessing)
+        return KerasV3WeightsSource(path, preprocessing, epsilon)
     # A Keras 3 weights file names layers by class counters; with a known architecture,
     # let Keras restore it into that model so the layers get their real names.
     keras = _frameworks.keras()
@@ -170,8 +173,11 @@ def runnable_model(source: Any, spec: ModelSpec) -> tuple[Any, str]:
     if isinstance(source, LegacyH5Source) and spec.model in KERAS_APPLICATIONS:
         keras = _frameworks.keras()
         app = KERAS_APPLICATIONS[spec.model]
-        model = getattr(keras.applications, app.builder)(weights=None, include_top="fc1" in layers)
-        model.load_weights(str(source.path))
+        model = getattr(keras.applications, app.builder)(weights=None, include_top="predictions" in layers)
+        try:
+            model.load_weights(str(source.path))
+        except (ValueError, OSError) as exc:  # a file of another layout: say so, do not guess
+            return None, f"the source file does not restore keras.applications.{app.builder}: {exc}"
         return model, ""
     if isinstance(source, StateDictSource) and spec.model in TORCHVISION_MODELS:
         if _frameworks.triton_crash_risk():

@@ -51,7 +51,9 @@ def _short_weight_name(layer: str, weight: str) -> str:
 class _H5Source:
     framework = "keras"
 
-    def __init__(self, path: Path, description: str, preprocessing: str | None):
+    def __init__(self, path: Path, description: str, preprocessing: str | None,
+                 epsilon: tuple[float, str] | None = None):
+        self.epsilon = epsilon  # (value, where it comes from): files do not store it
         self.path = path
         self.description = description
         self.preprocessing = preprocessing
@@ -61,11 +63,13 @@ class _H5Source:
 
     def _add(self, name: str, short_names: list[str], datasets: list[h5py.Dataset]) -> None:
         shapes = [tuple(int(d) for d in ds.shape) for ds in datasets]
+        kind = infer_keras_kind(short_names, shapes)
         self._datasets[name] = datasets
         self._specs[name] = LayerSpec(
-            name=name, framework="keras", kind=infer_keras_kind(short_names, shapes),
+            name=name, framework="keras", kind=kind,
             tensors=tuple(TensorSpec(n, s, str(ds.dtype)) for n, s, ds in zip(short_names, shapes, datasets)),
-            epsilon=None, epsilon_origin="not stored in Keras weight files",
+            epsilon=self.epsilon[0] if self.epsilon and kind == "batchnorm" else None,
+            epsilon_origin=self.epsilon[1] if self.epsilon else "not stored in Keras weight files",
             kind_from_file=True,
         )
 
@@ -87,8 +91,9 @@ class LegacyH5Source(_H5Source):
     """Keras' legacy HDF5 weights: root attribute `layer_names`, one group per layer with
     attribute `weight_names`; full-model saves nest this under `model_weights/`."""
 
-    def __init__(self, path: Path, preprocessing: str | None = None):
-        super().__init__(path, f"Keras legacy HDF5 weights {path}", preprocessing)
+    def __init__(self, path: Path, preprocessing: str | None = None,
+                 epsilon: tuple[float, str] | None = None):
+        super().__init__(path, f"Keras legacy HDF5 weights {path}", preprocessing, epsilon)
         try:
             root = self._file["model_weights"] if "model_weights" in self._file else self._file
             for layer in _chunked_attr(root, "layer_names"):
@@ -111,8 +116,9 @@ class KerasV3WeightsSource(_H5Source):
     named by their path with the `layers/` levels dropped (`block1/layers/conv2d` ->
     `block1/conv2d`). Keras names them by a per-class counter, not by the layer's name."""
 
-    def __init__(self, path: Path, preprocessing: str | None = None):
-        super().__init__(path, f"Keras 3 weights file {path}", preprocessing)
+    def __init__(self, path: Path, preprocessing: str | None = None,
+                 epsilon: tuple[float, str] | None = None):
+        super().__init__(path, f"Keras 3 weights file {path}", preprocessing, epsilon)
         if "layers" not in self._file:
             self.close()
             raise CheckpointError(f"{path}: no 'layers' group: not a Keras 3 .weights.h5 file.")

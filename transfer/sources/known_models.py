@@ -18,6 +18,7 @@ class KerasApplication:
     top: KerasWeightsFile
     notop: KerasWeightsFile
     preprocessing: str
+    batchnorm_epsilon: float | None = None  # weight files do not store it; the architecture does
 
 
 @dataclass(frozen=True)
@@ -43,9 +44,23 @@ KERAS_APPLICATIONS: dict[str, KerasApplication] = {
     ),
 }
 
+_KERAS_RESNET_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+KERAS_APPLICATIONS["resnet50"] = KerasApplication(
+    builder="ResNet50",
+    top=KerasWeightsFile("resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+                         _KERAS_RESNET_BASE + "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+                         "2cb95161c43110f7111970584f804107"),
+    notop=KerasWeightsFile("resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                           _KERAS_RESNET_BASE + "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                           "4d473c1dd8becc155b73f8504c6f6626"),
+    preprocessing="caffe",
+    batchnorm_epsilon=1.001e-5,
+)
+
 TORCHVISION_MODELS: dict[str, TorchvisionModel] = {
     "vgg16": TorchvisionModel("vgg16", "VGG16_Weights", "torch"),
     "vgg16_bn": TorchvisionModel("vgg16_bn", "VGG16_BN_Weights", "torch"),
+    "resnet50": TorchvisionModel("resnet50", "ResNet50_Weights", "torch"),
 }
 
 PREPROCESSING_HELP = {

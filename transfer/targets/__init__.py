@@ -19,6 +19,8 @@ BUILDERS: dict[tuple[str, str], str] = {
     ("keras", "unet_vgg16"): "transfer.targets.keras_unet:build_unet_vgg16",
     ("keras", "segnet_vgg16"): "transfer.targets.keras_segnet:build_segnet_vgg16",
     ("keras", "vgg16"): "transfer.targets.keras_applications:build_vgg16",
+    ("keras", "resnet50"): "transfer.targets.keras_resnet:build_resnet50",
+    ("torch", "resnet50"): "transfer.targets.torch_resnet:build_torch_resnet50",
     ("torch", "segnet_vgg16"): "transfer.targets.torch_segnet:SegNetVGG16",
 }
 
