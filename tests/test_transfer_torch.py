@@ -4,14 +4,13 @@ source model on the same input (activations, not shapes)."""
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from checkpoints import keras, keras_vgg16, max_rel_diff, randomize_keras, randomize_torch, torch
+from checkpoints import keras, keras_vgg16, max_rel_diff, randomize_keras, torch
 from conftest import MAPPINGS, mapping_dict
 import transfer
 from transfer.cli import main

@@ -103,7 +103,7 @@ def plan_transfer(mapping: Mapping, source: Any, target: WeightTarget, strict: b
                                f"are both sent to target layer '{target_name}'.")
         receivers[target_name] = name
         pairs.append(Pair(spec, targets[target_name], rule,
-                          _pair_kind(spec, targets[target_name], origin, rule)))
+                          pair_kind(spec, targets[target_name], origin, rule)))
     for index, rule in enumerate(mapping.rules):
         if rule.is_pattern and index not in used_rules:
             raise MappingError(f"{origin}: {_rule_where(rule)}: the pattern '{rule.source}' "
@@ -152,7 +152,7 @@ def _frozen(mapping: Mapping, targets: dict[str, LayerSpec]) -> list[str]:
     return frozen
 
 
-def _pair_kind(source: LayerSpec, target: LayerSpec, origin: str, rule: Rule) -> Kind:
+def pair_kind(source: LayerSpec, target: LayerSpec, origin: str, rule: Rule) -> Kind:
     if source.kind == target.kind:
         return target.kind
     # A 4-D weight read from a file looks like a plain conv; the target's class decides.
@@ -220,7 +220,7 @@ def _cross_framework(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
             return [layout.depthwise_torch_to_keras(first, pair.target.tensors[0].shape[2])] + rest
         return [layout.depthwise_keras_to_torch(first)] + rest
     if kind == "dense":
-        flatten = _flatten_of(pair)
+        flatten = flatten_of(pair)
         convert = layout.dense_torch_to_keras if to_keras else layout.dense_keras_to_torch
         return [convert(first, flatten)] + rest
     if kind == "batchnorm":
@@ -253,7 +253,7 @@ def _adapt(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
     return [layout.adapt_in_channels(arrays[0], axis, channels, pair.rule.adapt)] + list(arrays[1:])
 
 
-def _flatten_of(pair: Pair) -> tuple[int, int, int] | None:
+def flatten_of(pair: Pair) -> tuple[int, int, int] | None:
     """(H, W, C) of the map flattened before a dense layer, from the rule or the Keras model."""
     if pair.rule.flatten != "auto":
         if pair.rule.flatten is None:
@@ -287,29 +287,56 @@ class Moved:
     notes: tuple[str, ...]
 
 
-def execute(plan: Plan, source: Any, target: WeightTarget, origin: str) -> list[Moved]:
-    """Read, check and convert every planned tensor; assign all only when all are good."""
-    updates: dict[str, list[np.ndarray]] = {}
-    moved: list[Moved] = []
-    for pair in plan.pairs:
-        arrays = source.read(pair.source.name)
-        notes = _check_values(pair, arrays, source)
-        converted = convert_pair(pair, arrays, origin)
-        final = []
-        for array, spec in zip(converted, pair.target.tensors):
-            if list(array.shape) != list(spec.shape):  # planned shapes were checked; files can lie
-                raise IncompatibleWeightsError(
-                    f"{getattr(source, 'path', source.description)}: layer '{pair.source.name}' "
-                    f"holds shape {array.shape}, but its header said otherwise; target "
-                    f"'{pair.target.name}' needs {spec.shape}.")
-            if str(array.dtype) != spec.dtype:
-                notes.append(f"cast {array.dtype} -> {spec.dtype}")
-            final.append(np.ascontiguousarray(array, dtype=np.dtype(spec.dtype)))
-        updates[pair.target.name] = final
-        moved.append(Moved(pair, tuple(dict.fromkeys(notes))))
-    target.assign(updates)
+# Up to this many source bytes, every tensor is read once and held until all are checked
+# (fast). Above it, a first pass reads and checks every tensor without keeping it, and a
+# second pass reads, converts and assigns one layer at a time, so peak memory stays near the
+# target plus twice the largest tensor, at the cost of reading the source twice.
+STAGE_LIMIT_BYTES = 256 << 20
+
+
+def execute(plan: Plan, source: Any, target: WeightTarget, origin: str,
+            stage_limit: int = STAGE_LIMIT_BYTES) -> list[Moved]:
+    """Read, check and convert every planned tensor; assign them only when all are good."""
+    total = sum(t.size * np.dtype(_numpy_dtype(t.dtype)).itemsize for p in plan.pairs for t in p.source.tensors)
+    if total <= stage_limit:
+        prepared = [_prepare(pair, source, origin) for pair in plan.pairs]
+        target.assign({pair.target.name: arrays for pair, arrays, _ in prepared})
+        moved = [Moved(pair, notes) for pair, _, notes in prepared]
+    else:
+        moved = [Moved(pair, _prepare(pair, source, origin)[2]) for pair in plan.pairs]  # check all
+        for pair in plan.pairs:
+            target.assign({pair.target.name: _prepare(pair, source, origin)[1]})
     target.freeze(plan.frozen)
     return moved
+
+
+def _numpy_dtype(name: str) -> str:
+    return "float32" if name == "bfloat16" else name
+
+
+def _prepare(pair: Pair, source: Any, origin: str) -> tuple[Pair, list[np.ndarray], tuple[str, ...]]:
+    """One pair's source tensors, checked and converted to the target's layout and dtype."""
+    arrays = source.read(pair.source.name)
+    notes = _check_values(pair, arrays, source)
+    final = []
+    for array, spec in zip(convert_pair(pair, arrays, origin), pair.target.tensors):
+        if list(array.shape) != list(spec.shape):  # planned shapes were checked; files can lie
+            raise IncompatibleWeightsError(
+                f"{getattr(source, 'path', source.description)}: layer '{pair.source.name}' "
+                f"holds shape {array.shape}, but its header said otherwise; target "
+                f"'{pair.target.name}' needs {spec.shape}.")
+        if str(array.dtype) != spec.dtype:
+            notes.append(f"cast {array.dtype} -> {spec.dtype}")
+        final.append(np.ascontiguousarray(array, dtype=np.dtype(spec.dtype)))
+    return pair, final, tuple(dict.fromkeys(notes))
+
+
+def _all_finite(array: np.ndarray) -> bool:
+    """Fast path: a NaN or an infinity makes the sum of squares non-finite (one BLAS pass, no
+    temporary array). A non-finite sum can also come from huge finite values, so the caller
+    then counts exactly."""
+    flat = array.reshape(-1)
+    return bool(np.isfinite(np.vdot(flat, flat))) if flat.dtype.kind == "f" and flat.size else True
 
 
 def _check_values(pair: Pair, arrays: list[np.ndarray], source: Any) -> list[str]:
@@ -319,6 +346,8 @@ def _check_values(pair: Pair, arrays: list[np.ndarray], source: Any) -> list[str
             raise IncompatibleWeightsError(
                 f"{getattr(source, 'path', source.description)}: tensor '{spec.name}' of layer "
                 f"'{pair.source.name}' has dtype {array.dtype}; weights must be floating point.")
+        if _all_finite(array):
+            continue
         bad = int(array.size - np.count_nonzero(np.isfinite(array)))
         if bad:
             raise IncompatibleWeightsError(

@@ -7,7 +7,6 @@ from typing import Any, Iterator
 import numpy as np
 
 from transfer import _frameworks
-from transfer.errors import MappingError
 from transfer.layers import FlattenInfo, Kind, LayerSpec, TensorSpec
 
 
@@ -106,11 +105,3 @@ class KerasModelWeights:
     def freeze(self, names: list[str]) -> None:
         for name in names:
             self._layers[name].trainable = False
-
-    def all_layer_names(self) -> list[str]:
-        return [layer.name for layer in _all_layers(self.model)]
-
-    def layer(self, name: str) -> Any:
-        if name not in self._layers:
-            raise MappingError(f"{self.description} has no weighted layer '{name}'.")
-        return self._layers[name]

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from transfer.engine import Pair, _pair_kind, convert_pair
+from transfer.engine import Pair, pair_kind, convert_pair
 from transfer.errors import IncompatibleWeightsError, MappingError
 from transfer.layers import LayerSpec
 from transfer.mapping import _REGEX_CHARS, Mapping, ModelSpec, Rule, _Validator
@@ -68,7 +68,7 @@ def _fits(source: LayerSpec, target: LayerSpec) -> dict[str, Any] | None:
     for options in ({}, {"flatten": None}):
         rule = Rule(source.name, target.name, False, epsilon="rescale", **options)
         try:
-            pair = Pair(source, target, rule, _pair_kind(source, target, "", rule))
+            pair = Pair(source, target, rule, pair_kind(source, target, "", rule))
             dummies = [np.broadcast_to(np.zeros((), np.float32), t.shape) for t in source.tensors]
             shapes = [list(a.shape) for a in convert_pair(pair, dummies)]
         except IncompatibleWeightsError:

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from transfer import _frameworks, layout
-from transfer.engine import Pair, WeightTarget, adapted_channels, convert_pair, input_axis
+from transfer.engine import Pair, WeightTarget, adapted_channels, convert_pair, flatten_of, input_axis
 from transfer.errors import VerificationError
 
 LAYER_TOLERANCE = 1e-5  # relative max-abs difference, float32
@@ -162,16 +162,10 @@ def _probe(pair: Pair, target_arrays: list[np.ndarray], rng: np.random.Generator
     if pair.kind == "batchnorm":
         return rng.normal(size=(2, 3, 3, shape[0])).astype(np.float32)
     if pair.kind == "dense":
-        flatten = _flatten_hwc(pair)
+        flatten = flatten_of(pair)
         size = (2, *flatten) if flatten else (2, shape[0])
         return rng.normal(size=size).astype(np.float32)
     raise VerificationError(f"no probe is defined for {pair.kind} layers.")
-
-
-def _flatten_hwc(pair: Pair) -> tuple[int, int, int] | None:
-    from transfer.engine import _flatten_of
-
-    return _flatten_of(pair)
 
 
 def _apply(framework: str, pair: Pair, spec: Any, arrays: list[np.ndarray], probe: np.ndarray) -> np.ndarray:

@@ -96,12 +96,12 @@ def _keras_source(spec: ModelSpec) -> Source:
     path = Path(weights)
     if path.suffix == ".keras":
         return KerasModelWeights(load_keras_file(path), f"Keras model file {path}")
-    with open_h5(path) as file:
-        legacy = is_legacy_h5(file)
-    if legacy:
-        return LegacyH5Source(path, preprocessing, epsilon)
+    file = open_h5(path)  # opened once: the source keeps reading from it
+    if is_legacy_h5(file):
+        return LegacyH5Source(path, preprocessing, epsilon, file=file)
     if app is None:
-        return KerasV3WeightsSource(path, preprocessing, epsilon)
+        return KerasV3WeightsSource(path, preprocessing, epsilon, file=file)
+    file.close()
     # A Keras 3 weights file names layers by class counters; with a known architecture,
     # let Keras restore it into that model so the layers get their real names.
     keras = _frameworks.keras()

@@ -52,12 +52,12 @@ class _H5Source:
     framework = "keras"
 
     def __init__(self, path: Path, description: str, preprocessing: str | None,
-                 epsilon: tuple[float, str] | None = None):
+                 epsilon: tuple[float, str] | None = None, file: h5py.File | None = None):
         self.epsilon = epsilon  # (value, where it comes from): files do not store it
         self.path = path
         self.description = description
         self.preprocessing = preprocessing
-        self._file = open_h5(path)
+        self._file = file if file is not None else open_h5(path)
         self._datasets: dict[str, list[h5py.Dataset]] = {}
         self._specs: dict[str, LayerSpec] = {}
 
@@ -92,8 +92,8 @@ class LegacyH5Source(_H5Source):
     attribute `weight_names`; full-model saves nest this under `model_weights/`."""
 
     def __init__(self, path: Path, preprocessing: str | None = None,
-                 epsilon: tuple[float, str] | None = None):
-        super().__init__(path, f"Keras legacy HDF5 weights {path}", preprocessing, epsilon)
+                 epsilon: tuple[float, str] | None = None, file: h5py.File | None = None):
+        super().__init__(path, f"Keras legacy HDF5 weights {path}", preprocessing, epsilon, file)
         try:
             root = self._file["model_weights"] if "model_weights" in self._file else self._file
             for layer in _chunked_attr(root, "layer_names"):
@@ -118,8 +118,8 @@ class KerasV3WeightsSource(_H5Source):
     not by the layer's name; the optimizer's variables are not layers."""
 
     def __init__(self, path: Path, preprocessing: str | None = None,
-                 epsilon: tuple[float, str] | None = None):
-        super().__init__(path, f"Keras 3 weights file {path}", preprocessing, epsilon)
+                 epsilon: tuple[float, str] | None = None, file: h5py.File | None = None):
+        super().__init__(path, f"Keras 3 weights file {path}", preprocessing, epsilon, file)
         found: list[tuple[str, h5py.Group]] = []
 
         def visit(group_path: str, item: Any) -> None:

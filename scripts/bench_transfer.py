@@ -1,0 +1,306 @@
+#!/usr/bin/env python
+"""Transfer benchmarks: ratios against a baseline measured in the same run.
+
+    python scripts/bench_transfer.py           # the full run (several minutes, ~12 GB of RAM)
+    python scripts/bench_transfer.py --quick   # under 5 minutes
+
+(a) VGG16 notop legacy .h5 -> U-Net: transfer-weights vs Keras'
+    `load_weights(path, by_name=True, skip_mismatch=True)` doing the same work (same process).
+(b) torchvision vgg16_bn .pth -> Keras SegNet: transfer-weights vs a minimal hand-written loop
+    (torch.load, transpose, set_weights) (same process).
+(c) an encoder-only mapping from a full VGG16 file (with fc layers, ~528 MB) vs from the notop
+    file: time, and peak RSS growth during the transfer (fresh process each).
+(d) scaling: synthetic VGG-like checkpoints (0.1, 0.5, 1 billion parameters; --quick: 0.02,
+    0.05, 0.1): time per transferred GB, and peak RSS growth against 2x the largest tensor.
+(e) the CLI end to end vs the bare cost of importing the frameworks and building the target.
+
+Each case runs in a fresh Python process, so imports and memory do not leak between cases.
+Prints a table and, last, one JSON line. Timings are the best of alternating repeats; nothing here is a
+test assertion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+VGG_CONVS = [f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1)]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+def reset_peak_rss() -> None:
+    """Linux: writing 5 to clear_refs resets VmHWM, the peak RSS, to the current RSS."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def peak_rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
+
+
+def median_time(function: Callable[[], Any], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def paired_best(first: Callable[[], Any], second: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Best of alternating runs (as timeit advises: the minimum is the least disturbed by
+    other load; alternating makes drift hit both sides alike)."""
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(median_time(first, 1))
+        b.append(median_time(second, 1))
+    return min(a), min(b)
+
+
+def mapping(name: str, **config: Any) -> dict:
+    import yaml
+
+    data = yaml.safe_load((ROOT / "mappings" / name).read_text())
+    data["target"]["config"].update(config)
+    data.pop("freeze", None)
+    return data
+
+
+# --- cases, each run in its own process ------------------------------------------------------
+
+def case_keras_by_name(folder: Path, repeats: int) -> dict:
+    import transfer
+    from transfer.targets.keras_unet import build_unet_vgg16
+
+    path = folder / "vgg16_notop.h5"
+    unet = build_unet_vgg16((224, 224, 3), classes=6)
+    spec = mapping("unet_vgg16.yaml")
+    tool, keras = paired_best(lambda: transfer.transfer_weights(spec, source_weights=path, target=unet),
+                                 lambda: unet.load_weights(path, by_name=True, skip_mismatch=True), repeats)
+    return {"tool_s": tool, "keras_s": keras, "keras_by_name_ratio": tool / keras}
+
+
+def case_torch_loop(folder: Path, repeats: int) -> dict:
+    import torch
+
+    import transfer
+    from transfer.targets.keras_segnet import build_segnet_vgg16
+
+    path = folder / "vgg16_bn.pth"
+    segnet = build_segnet_vgg16((224, 224, 3), classes=6, batchnorm=True, batchnorm_epsilon=1e-5)
+    spec = mapping("segnet_vgg16_bn_torchvision.yaml")
+    pairs = [(source, target) for source, target in spec["layers"].items()]
+
+    def hand_loop() -> None:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for source, target in pairs:
+            layer = segnet.get_layer(target)
+            if target.split("_")[1].startswith("conv"):
+                layer.set_weights([state[f"{source}.weight"].permute(2, 3, 1, 0).numpy(),
+                                   state[f"{source}.bias"].numpy()])
+            else:
+                layer.set_weights([state[f"{source}.{n}"].numpy()
+                                   for n in ("weight", "bias", "running_mean", "running_var")])
+
+    tool, loop = paired_best(lambda: transfer.transfer_weights(spec, source_weights=path, target=segnet),
+                                hand_loop, repeats)
+    return {"tool_s": tool, "loop_s": loop, "torch_loop_ratio": tool / loop}
+
+
+def case_encoder_from(folder: Path, repeats: int, file: str) -> dict:
+    import transfer
+    from transfer.targets.keras_unet import build_unet_vgg16
+
+    unet = build_unet_vgg16((224, 224, 3), classes=6)
+    spec = mapping("unet_vgg16.yaml")
+    reset_peak_rss()
+    baseline = rss_mb()
+    started = time.perf_counter()
+    transfer.transfer_weights(spec, source_weights=folder / file, target=unet)
+    first = time.perf_counter() - started
+    growth = peak_rss_mb() - baseline
+    rest = median_time(lambda: transfer.transfer_weights(spec, source_weights=folder / file, target=unet), repeats)
+    return {"time_s": rest, "first_s": first, "rss_growth_mb": growth, "file_mb": (folder / file).stat().st_size / 2**20}
+
+
+def case_scaling(folder: Path, repeats: int, file: str) -> dict:
+    import h5py
+    import keras
+
+    import transfer
+
+    with h5py.File(folder / file) as handle:
+        layers = [n.decode() if isinstance(n, bytes) else n for n in handle.attrs["layer_names"]]
+        channels = handle[layers[0]][f"{layers[0]}/kernel:0"].shape[2]
+    model = keras.Sequential([keras.Input((None, None, channels))]
+                             + [keras.layers.Conv2D(channels, 3, padding="same", name=n) for n in layers])
+    target_mb = sum(w.numpy().nbytes for w in model.weights) / 2**20
+    largest_mb = max(w.numpy().nbytes for w in model.weights) / 2**20
+    spec = {"format": 1, "source": {"framework": "keras", "weights": str(folder / file)},
+            "target": {"framework": "keras", "model": "user"}, "layers": {"(conv.*)": "\\1"}}
+    warm_up = {**spec, "layers": {layers[0]: layers[0]}}  # first-call costs (imports, tracing) apart
+    transfer.transfer_weights(warm_up, target=model)
+    reset_peak_rss()
+    baseline = rss_mb()
+    started = time.perf_counter()
+    report = transfer.transfer_weights(spec, target=model)
+    seconds = time.perf_counter() - started
+    growth = peak_rss_mb() - baseline
+    return {"params": report.params_moved, "transferred_gb": report.params_moved * 4 / 2**30,
+            "time_s": seconds, "s_per_gb": seconds / (report.params_moved * 4 / 2**30),
+            "target_mb": target_mb, "largest_tensor_mb": largest_mb, "rss_growth_mb": growth,
+            "rss_growth_over_2x_largest": growth / (2 * largest_mb)}
+
+
+def case_cli(folder: Path, repeats: int) -> dict:
+    bare = ("import transfer, keras\n"
+            "from transfer.targets.keras_unet import build_unet_vgg16\n"
+            "build_unet_vgg16((256, 256, 3), classes=6)\n")
+    cli = [sys.executable, "-m", "transfer.cli", "--map", str(ROOT / "mappings" / "unet_vgg16.yaml"),
+           "--source-weights", str(folder / "vgg16_notop.h5"), "--quiet"]
+
+    def run(command: list[str]) -> None:
+        subprocess.run(command, check=True, env=ENV, capture_output=True)
+
+    bare_s = median_time(lambda: run([sys.executable, "-c", bare]), repeats)
+    cli_s = median_time(lambda: run(cli), repeats)
+    return {"bare_s": bare_s, "cli_s": cli_s, "cli_overhead_s": cli_s - bare_s}
+
+
+CASES = {"keras_by_name": case_keras_by_name, "torch_loop": case_torch_loop, "cli": case_cli}
+
+
+# --- fixtures and orchestration ---------------------------------------------------------------
+
+def make_files(folder: Path, scaling: list[float]) -> dict[str, float]:
+    """Seeded stand-ins in the real formats (the published files are not reachable offline)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import h5py
+    import numpy as np
+    from checkpoints import keras_vgg16, torch, torchvision_vgg16, write_legacy_h5
+
+    full = keras_vgg16(include_top=True, seed=0)
+    write_legacy_h5(full, folder / "vgg16_full.h5")
+    notop = keras_vgg16(include_top=False, seed=0)
+    for layer in notop.layers:  # the same encoder values as the full file
+        if layer.weights:
+            layer.set_weights(full.get_layer(layer.name).get_weights())
+    write_legacy_h5(notop, folder / "vgg16_notop.h5")
+    torch.save(torchvision_vgg16(batchnorm=True, seed=1).state_dict(), folder / "vgg16_bn.pth")
+    files = {}
+    rng = np.random.default_rng(0)
+    channels = 1024
+    per_layer = 9 * channels * channels + channels
+    for billions in scaling:
+        count = max(1, round(billions * 1e9 / per_layer))
+        name = f"synthetic_{billions:g}B.h5"
+        with h5py.File(folder / name, "w") as file:
+            names = [f"conv{i}" for i in range(count)]
+            file.attrs["layer_names"] = [n.encode() for n in names]
+            block = rng.standard_normal((3, 3, channels, channels), dtype=np.float32) * 0.01
+            for n in names:
+                group = file.create_group(n)
+                group.create_dataset(f"{n}/kernel:0", data=block)
+                group.create_dataset(f"{n}/bias:0", data=np.zeros(channels, np.float32))
+                group.attrs["weight_names"] = [f"{n}/kernel:0".encode(), f"{n}/bias:0".encode()]
+        files[name] = count * per_layer / 1e9
+    return files
+
+
+def run_case(name: str, folder: Path, repeats: int, *extra: str) -> dict:
+    command = [sys.executable, __file__, "--case", name, "--folder", str(folder), "--repeats", str(repeats), *extra]
+    result = subprocess.run(command, env=ENV, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"case {name} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller scaling sizes, fewer repeats")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:  # a child process: one case, one JSON line
+        if args.case == "encoder_from":
+            result = case_encoder_from(args.folder, args.repeats, args.file)
+        elif args.case == "scaling":
+            result = case_scaling(args.folder, args.repeats, args.file)
+        else:
+            result = CASES[args.case](args.folder, args.repeats)
+        print(json.dumps(result))
+        return
+
+    started = time.perf_counter()
+    repeats = 15 if args.quick else 31
+    scaling = [0.02, 0.05, 0.1] if args.quick else [0.1, 0.5, 1.0]
+    folder = Path(tempfile.mkdtemp(prefix="transfer-bench-"))
+    files = make_files(folder, scaling)
+    a = run_case("keras_by_name", folder, repeats)
+    b = run_case("torch_loop", folder, repeats)
+    full = run_case("encoder_from", folder, repeats, "--file", "vgg16_full.h5")
+    notop = run_case("encoder_from", folder, repeats, "--file", "vgg16_notop.h5")
+    scale = [run_case("scaling", folder, 1, "--file", name) for name in files]
+    e = run_case("cli", folder, 3 if args.quick else 5)
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+
+    rows = [
+        ("(a) notop .h5 -> U-Net: tool / Keras load_weights(by_name)", f"{a['tool_s']:.3f} s / {a['keras_s']:.3f} s",
+         f"{a['keras_by_name_ratio']:.2f}x"),
+        ("(b) vgg16_bn .pth -> Keras SegNet: tool / hand loop", f"{b['tool_s']:.3f} s / {b['loop_s']:.3f} s",
+         f"{b['torch_loop_ratio']:.2f}x"),
+        ("(c) encoder from full (528 MB) / notop file: time", f"{full['time_s']:.3f} s / {notop['time_s']:.3f} s",
+         f"{full['time_s'] / notop['time_s']:.2f}x"),
+        ("(c) encoder from full / notop file: peak RSS growth",
+         f"{full['rss_growth_mb']:.0f} MB / {notop['rss_growth_mb']:.0f} MB",
+         f"{full['rss_growth_mb'] / notop['rss_growth_mb']:.2f}x"),
+    ]
+    for s in scale:
+        rows.append((f"(d) {s['params'] / 1e9:.2f} B params ({s['transferred_gb']:.2f} GB)",
+                     f"{s['time_s']:.1f} s, {s['s_per_gb']:.2f} s/GB",
+                     f"RSS +{s['rss_growth_mb']:.0f} MB = {s['rss_growth_over_2x_largest']:.2f} x (2 x largest tensor)"))
+    rows.append(("(e) CLI end to end / bare imports + build", f"{e['cli_s']:.2f} s / {e['bare_s']:.2f} s",
+                 f"+{e['cli_overhead_s']:.2f} s"))
+    width = max(len(r[0]) for r in rows)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    for label, values, ratio in rows:
+        print(f"{label:<{width}}  {values:<28} {ratio}")
+    per_gb = [s["s_per_gb"] for s in scale]
+    summary = {
+        "keras_by_name_ratio": round(a["keras_by_name_ratio"], 3),
+        "torch_loop_ratio": round(b["torch_loop_ratio"], 3),
+        "full_vs_notop_time_ratio": round(full["time_s"] / notop["time_s"], 3),
+        "full_vs_notop_rss_ratio": round(full["rss_growth_mb"] / notop["rss_growth_mb"], 3),
+        "scaling_s_per_gb": [round(v, 3) for v in per_gb],
+        "scaling_linearity": round(max(per_gb) / min(per_gb), 3),
+        "scaling_rss_over_2x_largest": [round(s["rss_growth_over_2x_largest"], 3) for s in scale],
+        "cli_overhead_s": round(e["cli_overhead_s"], 3),
+        "quick": args.quick, "minutes": round((time.perf_counter() - started) / 60, 2),
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
