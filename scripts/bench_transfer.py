@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Transfer benchmarks: ratios against a baseline measured in the same run.
 
-    python scripts/bench_transfer.py           # the full run (several minutes, ~12 GB of RAM)
-    python scripts/bench_transfer.py --quick   # under 5 minutes
+    python scripts/bench_transfer.py           # the full run (about 2 minutes, ~10 GB of RAM)
+    python scripts/bench_transfer.py --quick   # about 75 seconds
 
 (a) VGG16 notop legacy .h5 -> U-Net: transfer-weights vs Keras'
     `load_weights(path, by_name=True, skip_mismatch=True)` doing the same work (same process).
