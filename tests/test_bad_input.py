@@ -116,16 +116,25 @@ def test_unwritable_output_location(notop_h5: Path, capsys) -> None:
     assert not Path("/proc/unet.weights.h5").exists()
 
 
-@pytest.mark.parametrize("text, code", [
-    ("format: 1\nsource: {framework: keras\n", 3),
+UNET_HEAD = ("format: 1\nsource: {framework: keras, model: vgg16}\n"
+             "target: {framework: keras, model: unet_vgg16, config: {input_shape: [64, 64, 3]}}\n")
+
+
+@pytest.mark.parametrize("text, code, layer", [
+    ("format: 1\nsource: {framework: keras\n", 3, None),
     ("format: 1\nsource: {framework: keras, model: vgg16}\ntarget: {framework: keras, model: unet}\n"
-     "layers: {a: b}\n", 3),
-])
-def test_malformed_mapping_exit_code_and_no_output(text: str, code: int, notop_h5: Path, tmp_path: Path, capsys) -> None:
+     "layers: {a: b}\n", 3, None),
+    (UNET_HEAD + "layers:\n  block1_cnv1: block1_conv1\n", 3, "block1_cnv1"),
+    (UNET_HEAD + "layers:\n  block1_conv1: block1_conv1\n  'block1_conv(1)': 'block1_conv\\1'\n", 3, "block1_conv1"),
+    (UNET_HEAD + "layers:\n  block5_conv3: head\n", 4, "block5_conv3"),
+], ids=["yaml", "unknown-builder", "unknown-layer", "two-rules", "shape"])
+def test_malformed_mapping_exit_code_and_no_output(text: str, code: int, layer: str | None, notop_h5: Path,
+                                                   tmp_path: Path, capsys) -> None:
     mapping = tmp_path / "bad.yaml"
     mapping.write_text(text)
     got, err = run_cli(tmp_path, str(mapping), notop_h5, capsys)
     assert got == code and str(mapping) in err
+    assert layer is None or f"'{layer}'" in err
 
 
 def test_target_untouched_when_a_later_tensor_is_bad(notop_h5: Path, tmp_path: Path) -> None:

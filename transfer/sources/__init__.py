@@ -84,9 +84,11 @@ def _keras_source(spec: ModelSpec) -> Source:
         raise MappingError(f"source.model: unknown Keras model '{spec.model}'; known: "
                            f"{', '.join(KERAS_APPLICATIONS)}. Or give `weights: PATH`.")
     preprocessing = spec.preprocessing or (app.preprocessing if app else None)
-    epsilon = ((spec.batchnorm_epsilon, "the mapping's source.batchnorm_epsilon") if spec.batchnorm_epsilon
-               else (app.batchnorm_epsilon, f"keras.applications.{app.builder}")
-               if app and app.batchnorm_epsilon else None)
+    epsilon: tuple[float, str] | None = None  # Keras weight files do not store it
+    if spec.batchnorm_epsilon is not None:
+        epsilon = (spec.batchnorm_epsilon, "the mapping's source.batchnorm_epsilon")
+    elif app is not None and app.batchnorm_epsilon is not None:
+        epsilon = (app.batchnorm_epsilon, f"keras.applications.{app.builder}")
     weights = spec.weights or spec.file
     if weights in (None, "imagenet"):
         if app is None:
@@ -95,7 +97,9 @@ def _keras_source(spec: ModelSpec) -> Source:
         return LegacyH5Source(_download_keras(app, spec.include_top), preprocessing, epsilon)
     path = Path(weights)
     if path.suffix == ".keras":
-        return KerasModelWeights(load_keras_file(path), f"Keras model file {path}")
+        source = KerasModelWeights(load_keras_file(path), f"Keras model file {path}")
+        source.path = path  # type: ignore[attr-defined]
+        return source
     file = open_h5(path)  # opened once: the source keeps reading from it
     if is_legacy_h5(file):
         return LegacyH5Source(path, preprocessing, epsilon, file=file)
