@@ -75,9 +75,11 @@ def test_planted_wrong_kernel_permutation_fails_and_restores_the_target(vgg16_bn
     target = build_segnet_vgg16((64, 64, 3), batchnorm=True, batchnorm_epsilon=1e-5)
     before = [w.numpy().copy() for w in target.weights]
     mapping = mapping_dict("segnet_vgg16_bn_torchvision.yaml")
+    mapping["freeze"] = ["block1_*"]
     with pytest.raises(VerificationError, match="first diverging layer 'block1_conv1'"):
         transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth, target=target, verify=True)
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, target.weights))
+    assert all(layer.trainable for layer in target.layers)  # and nothing was frozen
     report = transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth, target=target)  # without --verify
     assert len(report.transferred) == 26  # ... the same bug passes silently: why --verify exists
 

@@ -50,8 +50,9 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
         The `Report`; `report.model` is the target model.
 
     Raises:
-        TransferWeightsError subclasses (see `transfer.errors`); on any of them the target
-        is unchanged and no output file exists.
+        TransferWeightsError subclasses (see `transfer.errors`). On any of them no output
+        file exists, and the target is unchanged, with one exception: when writing `out`
+        fails after a successful transfer, the live target keeps the transferred weights.
     """
     spec = load_mapping(mapping)
     target_model, target_weights = _resolve_target(spec, target)
@@ -75,6 +76,7 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
             if not result.ok:
                 target_weights.assign(backup)  # put the target back as it was
                 result.raise_if_failed(spec.origin)
+        target_weights.freeze(plan.frozen)
         if checksums:
             report.source_sha256 = file_sha256(getattr(weights_source, "path", None))
             report.tensor_sha256 = {name: [tensor_sha256(a) for a in target_weights.read(name)]

@@ -296,7 +296,8 @@ STAGE_LIMIT_BYTES = 256 << 20
 
 def execute(plan: Plan, source: Any, target: WeightTarget, origin: str,
             stage_limit: int = STAGE_LIMIT_BYTES) -> list[Moved]:
-    """Read, check and convert every planned tensor; assign them only when all are good."""
+    """Read, check and convert every planned tensor; assign them only when all are good.
+    Freezing is left to the caller, after any verification."""
     total = sum(t.size * np.dtype(_numpy_dtype(t.dtype)).itemsize for p in plan.pairs for t in p.source.tensors)
     if total <= stage_limit:
         prepared = [_prepare(pair, source, origin) for pair in plan.pairs]
@@ -306,7 +307,6 @@ def execute(plan: Plan, source: Any, target: WeightTarget, origin: str,
         moved = [Moved(pair, _prepare(pair, source, origin)[2]) for pair in plan.pairs]  # check all
         for pair in plan.pairs:
             target.assign({pair.target.name: _prepare(pair, source, origin)[1]})
-    target.freeze(plan.frozen)
     return moved
 
 
