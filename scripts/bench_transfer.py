@@ -161,7 +161,7 @@ def case_scaling(folder: Path, repeats: int, file: str) -> dict:
     reset_peak_rss()
     baseline = rss_mb()
     started = time.perf_counter()
-    report = transfer.transfer_weights(spec, target=model)
+    report = transfer.transfer_weights(spec, target=model).report
     seconds = time.perf_counter() - started
     growth = peak_rss_mb() - baseline
     return {"params": report.params_moved, "transferred_gb": report.params_moved * 4 / 2**30,
@@ -195,7 +195,9 @@ def make_files(folder: Path, scaling: list[float]) -> dict[str, float]:
     sys.path.insert(0, str(ROOT / "tests"))
     import h5py
     import numpy as np
-    from checkpoints import keras_vgg16, torch, torchvision_vgg16, write_legacy_h5
+    import transfer  # noqa: F401  (first: any framework import order is then safe)
+    import torch
+    from checkpoints import keras_vgg16, torchvision_vgg16, write_legacy_h5
 
     full = keras_vgg16(include_top=True, seed=0)
     write_legacy_h5(full, folder / "vgg16_full.h5")

@@ -114,9 +114,9 @@ def build(pretrained: bool, args: argparse.Namespace, classes: int, seed: int) -
     if not pretrained:
         mapping["layers"] = {}  # nothing moved: the same builder, the same seeded init
         mapping.pop("freeze", None)
-    report = transfer.transfer_weights(mapping, source_weights=None if args.weights == "hed" else "imagenet",
-                                       verify=pretrained)
-    return report.model, report.frozen
+    model, report = transfer.transfer_weights(mapping, source_weights=None if args.weights == "hed" else "imagenet",
+                                              verify=pretrained)
+    return model, report.frozen
 
 
 def train(pretrained: bool, seed: int, data: dict, args: argparse.Namespace, classes: int) -> list[dict]:

@@ -13,10 +13,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-import transfer  # noqa: F401  (loads triton before TensorFlow; see transfer._frameworks)
-import torch
-import torchvision
-import keras
+# Frameworks are imported inside the functions that need them, so a test imports only what it
+# tests; conftest imports `transfer` first, which makes any later import order safe.
 
 
 def randomize_keras(model: Any, seed: int) -> Any:
@@ -41,6 +39,8 @@ def randomize_keras(model: Any, seed: int) -> Any:
 
 
 def randomize_torch(module: Any, seed: int) -> Any:
+    import torch
+
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for sub in module.modules():
@@ -59,10 +59,15 @@ def randomize_torch(module: Any, seed: int) -> Any:
 
 
 def keras_vgg16(include_top: bool = False, seed: int = 0, **kwargs: Any) -> Any:
+    import keras
+
     return randomize_keras(keras.applications.VGG16(weights=None, include_top=include_top, **kwargs), seed)
 
 
 def torchvision_vgg16(batchnorm: bool, seed: int = 0) -> Any:
+    import torch
+    import torchvision
+
     torch.manual_seed(seed)
     builder = torchvision.models.vgg16_bn if batchnorm else torchvision.models.vgg16
     return randomize_torch(builder(weights=None), seed)

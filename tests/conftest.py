@@ -8,14 +8,14 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+import transfer  # noqa: E402,F401  (first: loads triton, so any later framework import order is safe)
 import pytest  # noqa: E402
 import yaml  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
 
-from checkpoints import (  # noqa: E402  (imports transfer, torch, torchvision, keras in a safe order)
+from checkpoints import (  # noqa: E402  (frameworks are imported by the fixtures that use them)
     keras_vgg16,
-    torch,
     torch_state_dict_without_counters,
     torchvision_vgg16,
     write_legacy_h5,
@@ -93,6 +93,8 @@ def tv_vgg16_bn() -> Any:
 
 @pytest.fixture(scope="session")
 def vgg16_pth(tv_vgg16: Any, ckpt_dir: Path) -> Path:
+    import torch
+
     path = ckpt_dir / "vgg16.pth"
     torch.save(tv_vgg16.state_dict(), path)
     return path
@@ -100,6 +102,8 @@ def vgg16_pth(tv_vgg16: Any, ckpt_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def vgg16_safetensors(tv_vgg16: Any, ckpt_dir: Path) -> Path:
+    from safetensors.torch import save_file
+
     path = ckpt_dir / "vgg16.safetensors"
     save_file({k: v.contiguous() for k, v in tv_vgg16.state_dict().items()}, path)
     return path
@@ -108,6 +112,8 @@ def vgg16_safetensors(tv_vgg16: Any, ckpt_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def vgg16_bn_pth(tv_vgg16_bn: Any, ckpt_dir: Path) -> Path:
     """A current state dict: `num_batches_tracked` keys present."""
+    import torch
+
     path = ckpt_dir / "vgg16_bn.pth"
     state = tv_vgg16_bn.state_dict()
     assert any(k.endswith("num_batches_tracked") for k in state)
@@ -119,6 +125,8 @@ def vgg16_bn_pth(tv_vgg16_bn: Any, ckpt_dir: Path) -> Path:
 def vgg16_bn_legacy_pth(tv_vgg16_bn: Any, ckpt_dir: Path) -> Path:
     """Like torchvision's 2017 vgg16_bn-6c64b313.pth: legacy (non-zip) pickle format and no
     `num_batches_tracked` keys."""
+    import torch
+
     path = ckpt_dir / "vgg16_bn_2017.pth"
     torch.save(torch_state_dict_without_counters(tv_vgg16_bn), path, _use_new_zipfile_serialization=False)
     return path
@@ -126,6 +134,8 @@ def vgg16_bn_legacy_pth(tv_vgg16_bn: Any, ckpt_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def vgg16_bn_safetensors(tv_vgg16_bn: Any, ckpt_dir: Path) -> Path:
+    from safetensors.torch import save_file
+
     path = ckpt_dir / "vgg16_bn.safetensors"
     save_file({k: v.contiguous() for k, v in tv_vgg16_bn.state_dict().items()}, path)
     return path

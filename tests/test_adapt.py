@@ -8,10 +8,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from checkpoints import keras, max_rel_diff, torch
+import keras
+import torch
+from checkpoints import max_rel_diff
 from conftest import mapping_dict
 import transfer
 from transfer import layout
+from transfer.report import summary
 from transfer.errors import IncompatibleWeightsError, MappingError
 
 
@@ -28,24 +31,24 @@ def encoder(model: Any, x: np.ndarray) -> np.ndarray:
 
 def test_zero_rest_on_four_bands_equals_the_rgb_transfer(notop_h5: Path) -> None:
     """Acceptance: with a zero 4th band, the 4-channel U-Net computes the 3-channel one's output."""
-    rgb = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]), source_weights=notop_h5)
-    four = transfer.transfer_weights(unet_mapping(4, {"in_channels": "zero_rest"}), source_weights=notop_h5,
+    rgb_result = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]), source_weights=notop_h5)
+    four_result = transfer.transfer_weights(unet_mapping(4, {"in_channels": "zero_rest"}), source_weights=notop_h5,
                                      verify=True)
-    row = four.transferred[0]
-    assert row["adapted"] == {"in_channels": [3, 4], "policy": "zero_rest"}
-    assert "ADAPTED input channels: block1_conv1 3->4 (zero_rest)" in four.summary()
-    assert four.verification[0]["ok"] and "input channels adapted" in four.verification[0]["stack_note"]
+    row = four_result.report.transferred[0]
+    assert row.adapted == {"in_channels": [3, 4], "policy": "zero_rest"}
+    assert "ADAPTED input channels: block1_conv1 3->4 (zero_rest)" in summary(four_result.report)
+    assert four_result.report.verification[0].ok and "input channels adapted" in four_result.report.verification[0].stack_note
     x = np.random.default_rng(3).normal(0, 50, size=(2, 64, 64, 4)).astype("float32")
     x[..., 3] = 0
-    assert max_rel_diff(encoder(four.model, x), encoder(rgb.model, x[..., :3])) <= 1e-5
+    assert max_rel_diff(encoder(four_result.model, x), encoder(rgb_result.model, x[..., :3])) <= 1e-5
 
 
 def test_sum_to_one_channel_sees_grey_like_rgb(notop_h5: Path) -> None:
-    rgb = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]), source_weights=notop_h5)
-    grey = transfer.transfer_weights(unet_mapping(1, "in_channels"), source_weights=notop_h5)
-    assert grey.transferred[0]["adapted"] == {"in_channels": [3, 1], "policy": "timm"}
+    rgb_result = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]), source_weights=notop_h5)
+    grey_result = transfer.transfer_weights(unet_mapping(1, "in_channels"), source_weights=notop_h5)
+    assert grey_result.report.transferred[0].adapted == {"in_channels": [3, 1], "policy": "timm"}
     x = np.random.default_rng(4).normal(0, 50, size=(1, 64, 64, 1)).astype("float32")
-    assert max_rel_diff(encoder(grey.model, x), encoder(rgb.model, np.repeat(x, 3, axis=-1))) <= 1e-5
+    assert max_rel_diff(encoder(grey_result.model, x), encoder(rgb_result.model, np.repeat(x, 3, axis=-1))) <= 1e-5
 
 
 def test_repeat_keeps_the_activation_scale_across_frameworks(vgg16_pth: Path, tv_vgg16: Any) -> None:
@@ -53,11 +56,11 @@ def test_repeat_keeps_the_activation_scale_across_frameworks(vgg16_pth: Path, tv
     torch computing the same adapted conv (verify does it layer by layer)."""
     mapping = mapping_dict("unet_vgg16_torchvision.yaml", input_shape=[64, 64, 6])
     mapping["layers"]["features.0"] = {"target": "block1_conv1", "adapt": {"in_channels": "repeat"}}
-    report = transfer.transfer_weights(mapping, source_weights=vgg16_pth, verify=True)
-    assert report.verification[0]["layers"][0]["rel_diff"] <= 1e-5
+    result = transfer.transfer_weights(mapping, source_weights=vgg16_pth, verify=True)
+    assert result.report.verification[0].layers[0].rel_diff <= 1e-5
     x = np.random.default_rng(5).normal(size=(1, 64, 64, 3)).astype("float32")
     six = np.concatenate([x, x], axis=-1)
-    conv = report.model.get_layer("block1_conv1")
+    conv = result.model.get_layer("block1_conv1")
     with torch.no_grad():
         expected = tv_vgg16.features[:2](torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy().transpose(0, 2, 3, 1)
     assert max_rel_diff(np.asarray(keras.Sequential([keras.Input((64, 64, 6)), conv])(six)), expected) <= 1e-5

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-from dataclasses import replace as dataclass_replace
 import numpy as np
 import pytest
 
-from checkpoints import keras
+import keras
 from conftest import MAPPINGS, mapping_dict
 import transfer
 from transfer.cli import main
@@ -61,11 +60,11 @@ def test_nan_in_a_source_tensor(notop_h5: Path, tmp_path: Path, capsys) -> None:
 
 def test_fp16_source_is_converted_and_noted(notop_h5: Path, keras_vgg: Any, tmp_path: Path) -> None:
     half = copy_h5_with(notop_h5, tmp_path / "half.h5", "block2_conv1", lambda k: k.astype("float16"))
-    report = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]), source_weights=half)
-    row = next(t for t in report.transferred if t["target"] == "block2_conv1")
-    assert row["notes"] == ["cast float16 -> float32"]
+    result = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]), source_weights=half)
+    row = next(t for t in result.report.transferred if t.target == "block2_conv1")
+    assert row.notes == ("cast float16 -> float32",)
     expected = keras_vgg.get_layer("block2_conv1").kernel.numpy().astype("float16").astype("float32")
-    assert np.array_equal(report.model.get_layer("block2_conv1").kernel.numpy(), expected)
+    assert np.array_equal(result.model.get_layer("block2_conv1").kernel.numpy(), expected)
 
 
 def test_truncated_h5(notop_h5: Path, tmp_path: Path, capsys) -> None:
@@ -197,8 +196,8 @@ def test_imagenet_download_uses_the_published_hashes(monkeypatch, notop_h5: Path
         return str(top_h5 if "notop" not in fname else notop_h5)
 
     monkeypatch.setattr(keras.utils, "get_file", fake_get_file)
-    report = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]))
-    assert len(report.transferred) == 13
+    result = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]))
+    assert len(result.report.transferred) == 13
     assert calls == [("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
                       "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
                       "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "models",
@@ -225,33 +224,26 @@ def test_torchvision_cache_with_a_wrong_hash_is_refused(monkeypatch, tmp_path: P
         transfer.transfer_weights(TORCH_MAP, check=True)
 
 
-def test_streamed_mode_is_all_or_nothing_too(notop_h5: Path, tmp_path: Path) -> None:
+def test_streamed_mode_is_all_or_nothing_too(notop_h5: Path, tmp_path: Path, monkeypatch) -> None:
     """Above the staging limit, tensors are checked in a first pass: a NaN in the last layer
     still leaves the target untouched, and good input gives the staged result."""
-    from transfer import engine, mapping as mapping_module
-    from transfer.api import _resolve_target
-    from transfer.sources import open_source
+    from transfer import engine
 
     def poison(kernel):
         kernel[0, 0, 0, 0] = np.nan
         return kernel
 
     bad = copy_h5_with(notop_h5, tmp_path / "late-nan.h5", "block5_conv3", poison)
-    spec = mapping_module.load_mapping(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]))
-    for weights, expect_error in ((bad, True), (notop_h5, False)):
-        _, target = _resolve_target(spec, None)
-        source = open_source(dataclass_replace(spec.source, weights=str(weights)))
-        plan = engine.plan_transfer(spec, source, target)
-        before = [w.numpy().copy() for w in target.model.weights]
-        if expect_error:
-            with pytest.raises(IncompatibleWeightsError, match="block5_conv3"):
-                engine.execute(plan, source, target, "m", stage_limit=0)
-            assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, target.model.weights))
-        else:
-            engine.execute(plan, source, target, "m", stage_limit=0)
-            staged = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]),
-                                               source_weights=notop_h5)
-            for layer in staged.model.layers:
-                for a, b in zip(layer.get_weights(), target.model.get_layer(layer.name).get_weights()):
-                    if layer.name.startswith("block"):
-                        assert np.array_equal(a, b)
+    mapping = mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3])
+    staged = transfer.transfer_weights(mapping, source_weights=notop_h5).model
+    monkeypatch.setattr(engine, "STAGE_LIMIT_BYTES", 0)
+    target = build_unet_vgg16((64, 64, 3), classes=6)
+    before = [w.numpy().copy() for w in target.weights]
+    with pytest.raises(IncompatibleWeightsError, match="block5_conv3"):
+        transfer.transfer_weights(mapping, source_weights=bad, target=target)
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, target.weights))
+    streamed = transfer.transfer_weights(mapping, source_weights=notop_h5, target=target).model
+    for layer in staged.layers:
+        if layer.name.startswith("block"):
+            for a, b in zip(layer.get_weights(), streamed.get_layer(layer.name).get_weights()):
+                assert np.array_equal(a, b)

@@ -56,7 +56,7 @@ def test_tensorflow_first_still_converts_torch_files(vgg16_pth: Path) -> None:
         "import transfer\n"
         f"r = transfer.transfer_weights({str(MAPPINGS / 'unet_vgg16_torchvision.yaml')!r}, "
         f"source_weights={str(vgg16_pth)!r})\n"
-        "print(len(r.transferred))\n"
+        "print(len(r.report.transferred))\n"
     )
     result = python(code)
     assert result.returncode == 0 and result.stdout.strip().endswith("13"), result.stderr[-2000:]

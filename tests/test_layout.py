@@ -8,7 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from checkpoints import keras, max_rel_diff, torch
+import keras
+import torch
+from checkpoints import max_rel_diff
 from transfer import layout
 from transfer.errors import IncompatibleWeightsError
 

@@ -9,7 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from checkpoints import keras, max_rel_diff, randomize_keras, randomize_torch, torch, torchvision, write_legacy_h5
+import keras
+import torch
+import torchvision
+from checkpoints import max_rel_diff, randomize_keras, randomize_torch, write_legacy_h5
 from conftest import MAPPINGS
 import transfer
 from transfer.targets.keras_resnet import build_resnet50
@@ -46,12 +49,12 @@ def test_torchvision_to_keras(tmp_path: Path, inputs: np.ndarray) -> None:
     torch.manual_seed(0)
     source = randomize_torch(torchvision.models.resnet50(weights=None), seed=3)
     torch.save(source.state_dict(), tmp_path / "resnet50.pth")
-    report = transfer.transfer_weights(str(MAPPINGS / "resnet50_torchvision_to_keras.yaml"),
+    result = transfer.transfer_weights(str(MAPPINGS / "resnet50_torchvision_to_keras.yaml"),
                                        source_weights=tmp_path / "resnet50.pth", strict=True)
-    assert len(report.transferred) == 107
+    assert len(result.report.transferred) == 107
     with torch.no_grad():
         expected = source(nchw(inputs)).numpy()
-    got = keras_logits(report.model, inputs)
+    got = keras_logits(result.model, inputs)
     assert max_rel_diff(got, expected) <= 1e-4
     assert np.array_equal(got.argmax(1), expected.argmax(1))
 
@@ -59,11 +62,11 @@ def test_torchvision_to_keras(tmp_path: Path, inputs: np.ndarray) -> None:
 def test_keras_to_torchvision(tmp_path: Path, inputs: np.ndarray) -> None:
     source = randomize_keras(keras.applications.ResNet50(weights=None), seed=4)
     write_legacy_h5(source, tmp_path / "resnet50.h5")
-    report = transfer.transfer_weights(str(MAPPINGS / "resnet50_keras_to_torchvision.yaml"),
+    result = transfer.transfer_weights(str(MAPPINGS / "resnet50_keras_to_torchvision.yaml"),
                                        source_weights=tmp_path / "resnet50.h5", strict=True, verify=True)
-    assert report.verification[0]["ok"] and report.verification[0]["stack"]["target"] == "fc"
+    assert result.report.verification[0].ok and result.report.verification[0].stack.target == "fc"
     with torch.no_grad():
-        got = report.model.eval()(nchw(inputs)).numpy()
+        got = result.model.eval()(nchw(inputs)).numpy()
     expected = keras_logits(source, inputs)
     assert max_rel_diff(got, expected) <= 1e-4
     assert np.array_equal(got.argmax(1), expected.argmax(1))
@@ -77,8 +80,8 @@ def test_the_other_variant_would_not_match(tmp_path: Path) -> None:
             "target": {"framework": "torch", "model": "resnet50",
                        "config": {"conv_bias": True, "batchnorm_epsilon": 1.001e-5}},
             "layers": {r.source: r.target for r in mapping.rules}}
-    report = transfer.transfer_weights(data, source=source)  # stride_on defaults to 3x3 (v1.5)
+    result = transfer.transfer_weights(data, source=source)  # stride_on defaults to 3x3 (v1.5)
     x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
     with torch.no_grad():
-        got = report.model.eval()(nchw(x)).numpy()
+        got = result.model.eval()(nchw(x)).numpy()
     assert max_rel_diff(got, keras_logits(source, x)) > 1e-2

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from checkpoints import keras
+import keras
 from conftest import mapping_dict
 import transfer
 from transfer.cli import main
+from transfer.report import SkippedLayer
 from transfer.errors import MappingError
 from transfer.suggest import parse_spec
 from transfer.targets.keras_unet import build_unet_vgg16
@@ -20,13 +21,13 @@ from transfer.targets.keras_unet import build_unet_vgg16
 
 def same_transfer(draft: Path, shipped: dict, weights: Path) -> None:
     """Tensor for tensor, the draft's transfer equals the shipped mapping's."""
-    ours = transfer.transfer_weights(str(draft), strict=True)
-    theirs = transfer.transfer_weights(shipped, source_weights=weights)
-    assert [(t["source"], t["target"]) for t in ours.transferred] == \
-           [(t["source"], t["target"]) for t in theirs.transferred]
-    for row in ours.transferred:
-        for a, b in zip(ours.model.get_layer(row["target"]).get_weights(),
-                        theirs.model.get_layer(row["target"]).get_weights()):
+    ours_result = transfer.transfer_weights(str(draft), strict=True)
+    theirs_result = transfer.transfer_weights(shipped, source_weights=weights)
+    assert [(t.source, t.target) for t in ours_result.report.transferred] == \
+           [(t.source, t.target) for t in theirs_result.report.transferred]
+    for row in ours_result.report.transferred:
+        for a, b in zip(ours_result.model.get_layer(row.target).get_weights(),
+                        theirs_result.model.get_layer(row.target).get_weights()):
             assert np.array_equal(a, b)
 
 
@@ -82,8 +83,8 @@ def test_an_undecidable_pair_is_left_out_and_said(tmp_path: Path) -> None:
                  "--out", str(draft)]) == 0
     text = draft.read_text()
     assert "# UNDECIDED stem: one of left, right" in text
-    report = transfer.transfer_weights(str(draft))  # accepted: the undecided layer is reported as skipped
-    assert report.skipped == [{"layer": "stem", "reason": "no rule matched", "declared": False}]
+    result = transfer.transfer_weights(str(draft))  # accepted: the undecided layer is reported as skipped
+    assert result.report.skipped == [SkippedLayer("stem", "no rule matched", False)]
 
 
 def test_spec_forms_and_errors(tmp_path: Path) -> None:

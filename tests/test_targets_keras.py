@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from checkpoints import keras
+import keras
 import tensorflow as tf
 
 from transfer.targets.keras_pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D, max_pool_with_argmax, max_unpool

@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from checkpoints import keras, max_rel_diff, randomize_keras
+import keras
+from checkpoints import max_rel_diff, randomize_keras
 from conftest import MAPPINGS, mapping_dict
 import transfer
 from transfer.cli import main
+from transfer.report import SkippedLayer
 from transfer.errors import IncompatibleWeightsError, MappingError, StrictModeError
 from transfer.targets.keras_unet import build_unet_vgg16
 
@@ -50,24 +52,24 @@ def test_every_keras_file_format_gives_the_same_weights(fixture: str, request, k
     """The 2016-style legacy names, Keras 3 `.weights.h5` (restored into VGG16 by name) and
     `.keras` all move exactly the source's tensors."""
     path = request.getfixturevalue(fixture)
-    report = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]),
+    result = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]),
                                        source_weights=path)
-    assert len(report.transferred) == 13
+    assert len(result.report.transferred) == 13
     for name in VGG_CONVS:
-        for got, expected in zip(report.model.get_layer(name).get_weights(), keras_vgg.get_layer(name).get_weights()):
+        for got, expected in zip(result.model.get_layer(name).get_weights(), keras_vgg.get_layer(name).get_weights()):
             assert np.array_equal(got, expected)
 
 
 def test_live_keras_model_as_source(keras_vgg: Any) -> None:
-    report = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]), source=keras_vgg)
-    assert np.array_equal(report.model.get_layer("block3_conv2").kernel, keras_vgg.get_layer("block3_conv2").kernel)
+    result = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]), source=keras_vgg)
+    assert np.array_equal(result.model.get_layer("block3_conv2").kernel, keras_vgg.get_layer("block3_conv2").kernel)
 
 
 def test_full_vgg16_file_reports_fc_layers_skipped(top_h5: Path, tmp_path: Path) -> None:
     """Acceptance: fc1, fc2, predictions are skipped with a reason; --strict with an
     undeclared skip fails with exit code 4."""
-    report = transfer.transfer_weights(UNET_MAP, source_weights=top_h5)
-    assert report.skipped == [{"layer": n, "reason": "declared in skip", "declared": True}
+    result = transfer.transfer_weights(UNET_MAP, source_weights=top_h5)
+    assert result.report.skipped == [SkippedLayer(n, "declared in skip", True)
                               for n in ("fc1", "fc2", "predictions")]
     undeclared = tmp_path / "undeclared.yaml"
     undeclared.write_text(Path(UNET_MAP).read_text().replace("skip: [fc1, fc2, predictions]", "skip: [fc1]"))
@@ -78,10 +80,10 @@ def test_full_vgg16_file_reports_fc_layers_skipped(top_h5: Path, tmp_path: Path)
 
 
 def test_segnet_mapping_moves_the_13_convs_unchanged(notop_h5: Path, keras_vgg: Any) -> None:
-    report = transfer.transfer_weights(str(MAPPINGS / "segnet_vgg16.yaml"), source_weights=notop_h5)
-    assert [t["target"] for t in report.transferred] == VGG_CONVS
+    result = transfer.transfer_weights(str(MAPPINGS / "segnet_vgg16.yaml"), source_weights=notop_h5)
+    assert [t.target for t in result.report.transferred] == VGG_CONVS
     for name in VGG_CONVS:
-        for got, expected in zip(report.model.get_layer(name).get_weights(), keras_vgg.get_layer(name).get_weights()):
+        for got, expected in zip(result.model.get_layer(name).get_weights(), keras_vgg.get_layer(name).get_weights()):
             assert np.array_equal(got, expected)
 
 
@@ -94,8 +96,8 @@ def test_check_reads_no_tensor_and_changes_nothing(notop_h5: Path, monkeypatch) 
     monkeypatch.setattr(LegacyH5Source, "read", refuse)
     target = build_unet_vgg16(input_shape=(64, 64, 3), classes=6)
     before = weights_of(target)
-    report = transfer.transfer_weights(UNET_MAP, source_weights=notop_h5, target=target, check=True)
-    assert report.checked_only and len(report.transferred) == 13
+    result = transfer.transfer_weights(UNET_MAP, source_weights=notop_h5, target=target, check=True)
+    assert result.report.checked_only and len(result.report.transferred) == 13
     after = weights_of(target)
     assert all(np.array_equal(a, b) for k in before for a, b in zip(before[k], after[k]))
     assert target.get_layer("block1_conv1").trainable  # not frozen either
@@ -155,8 +157,8 @@ def test_keras_by_position_misloads_where_the_mapping_does_not(keras_vgg: Any, n
     mapping = {"format": 1, "source": {"framework": "keras", "model": "vgg16", "weights": "imagenet"},
                "target": {"framework": "keras", "file": "unused.keras"},
                "layers": {"block(\\d)_conv(\\d)": "block\\1_conv\\2"}, "untouched": ["stem"]}
-    report = transfer.transfer_weights(mapping, source_weights=notop_weights_h5, target=shifted, strict=True)
-    assert len(report.transferred) == 13
+    result = transfer.transfer_weights(mapping, source_weights=notop_weights_h5, target=shifted, strict=True)
+    assert len(result.report.transferred) == 13
     assert all(np.array_equal(shifted.get_layer(n).kernel, keras_vgg.get_layer(n).kernel) for n in VGG_CONVS)
 
 
@@ -165,17 +167,17 @@ def test_raw_weights_h5_without_a_model_uses_file_paths(notop_weights_h5: Path, 
     mapping = {"format": 1, "source": {"framework": "keras", "weights": str(notop_weights_h5)},
                "target": {"framework": "keras", "model": "unet_vgg16", "config": {"input_shape": [64, 64, 3]}},
                "layers": {"conv2d": "block1_conv1", "conv2d_1": "block1_conv2"}}
-    report = transfer.transfer_weights(mapping)
-    assert [s["layer"] for s in report.skipped][:2] == ["conv2d_2", "conv2d_3"]
-    assert np.array_equal(report.model.get_layer("block1_conv2").kernel, keras_vgg.get_layer("block1_conv2").kernel)
+    result = transfer.transfer_weights(mapping)
+    assert [s.layer for s in result.report.skipped][:2] == ["conv2d_2", "conv2d_3"]
+    assert np.array_equal(result.model.get_layer("block1_conv2").kernel, keras_vgg.get_layer("block1_conv2").kernel)
 
 
 def test_user_target_file_and_factory(notop_h5: Path, tmp_path: Path) -> None:
     build_unet_vgg16(input_shape=(64, 64, 3), classes=2).save(tmp_path / "mine.keras")
     mapping = mapping_dict("unet_vgg16.yaml")
     mapping["target"] = {"framework": "keras", "file": str(tmp_path / "mine.keras")}
-    assert len(transfer.transfer_weights(mapping, source_weights=notop_h5).transferred) == 13
+    assert len(transfer.transfer_weights(mapping, source_weights=notop_h5).report.transferred) == 13
     mapping["target"] = {"framework": "keras", "model": "ignored", "config": {"input_shape": [32, 32, 3]}}
-    report = transfer.transfer_weights(mapping, source_weights=notop_h5,
+    result = transfer.transfer_weights(mapping, source_weights=notop_h5,
                                        target="transfer.targets.keras_unet:build_unet_vgg16")
-    assert report.model.input_shape == (None, 32, 32, 3)
+    assert result.model.input_shape == (None, 32, 32, 3)

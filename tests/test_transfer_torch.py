@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from checkpoints import keras, keras_vgg16, max_rel_diff, randomize_keras, torch
+import keras
+import torch
+from checkpoints import keras_vgg16, max_rel_diff, randomize_keras
 from conftest import MAPPINGS, mapping_dict
 import transfer
 from transfer.cli import main
@@ -57,12 +59,12 @@ def test_every_shipped_mapping_runs_from_the_cli(mapping: str, fixture: str, req
 
 def test_vgg16_bn_into_keras_segnet_matches_torchvision(tv_vgg16_bn: Any, vgg16_bn_pth: Path) -> None:
     """Acceptance: features[:42] (through the last BN) vs the SegNet's block5_bn3."""
-    report = transfer.transfer_weights(mapping_dict("segnet_vgg16_bn_torchvision.yaml", input_shape=[64, 64, 3]),
+    result = transfer.transfer_weights(mapping_dict("segnet_vgg16_bn_torchvision.yaml", input_shape=[64, 64, 3]),
                                        source_weights=vgg16_bn_pth)
     x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
     with torch.no_grad():
         expected = nhwc(tv_vgg16_bn.features[:42](nchw(x)))
-    assert max_rel_diff(keras_at(report.model, "block5_bn3", x), expected) <= 1e-4
+    assert max_rel_diff(keras_at(result.model, "block5_bn3", x), expected) <= 1e-4
 
 
 def test_keras_default_epsilon_would_have_diverged(tv_vgg16_bn: Any, vgg16_bn_pth: Path) -> None:
@@ -71,49 +73,49 @@ def test_keras_default_epsilon_would_have_diverged(tv_vgg16_bn: Any, vgg16_bn_pt
     with pytest.raises(IncompatibleWeightsError, match="BatchNorm epsilon differs: source 1e-05"):
         transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth)
     mapping["layers"] = {k: {"target": v, "epsilon": "rescale"} for k, v in mapping["layers"].items()}
-    report = transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth)
+    result = transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth)
     x = RNG.normal(size=(1, 64, 64, 3)).astype("float32")
     with torch.no_grad():
         expected = nhwc(tv_vgg16_bn.features[:42](nchw(x)))
-    assert max_rel_diff(keras_at(report.model, "block5_bn3", x), expected) <= 1e-4
+    assert max_rel_diff(keras_at(result.model, "block5_bn3", x), expected) <= 1e-4
 
 
 def test_vgg16_into_keras_unet_matches_torchvision(tv_vgg16: Any, vgg16_safetensors: Path) -> None:
-    report = transfer.transfer_weights(mapping_dict("unet_vgg16_torchvision.yaml", input_shape=[64, 64, 3]),
+    result = transfer.transfer_weights(mapping_dict("unet_vgg16_torchvision.yaml", input_shape=[64, 64, 3]),
                                        source_weights=vgg16_safetensors)
     x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
     with torch.no_grad():
         expected = nhwc(tv_vgg16.features[:30](nchw(x)))  # through block5_conv3's ReLU
-    assert max_rel_diff(keras_at(report.model, "block5_conv3", x), expected) <= 1e-4
+    assert max_rel_diff(keras_at(result.model, "block5_conv3", x), expected) <= 1e-4
 
 
 def test_vgg16_bn_into_torch_segnet_matches_torchvision(tv_vgg16_bn: Any, vgg16_bn_legacy_pth: Path) -> None:
     """The notebook's case, from a 2017-style file without num_batches_tracked."""
-    report = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), source_weights=vgg16_bn_legacy_pth)
-    segnet = report.model.eval()
+    result = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), source_weights=vgg16_bn_legacy_pth)
+    segnet = result.model.eval()
     x = torch.from_numpy(RNG.normal(size=(2, 3, 64, 64)).astype("float32"))
     with torch.no_grad():
         assert max_rel_diff(segnet.encode(x)[0], tv_vgg16_bn.features(x)) <= 1e-4
 
 
 def test_keras_vgg16_into_torch_segnet_matches_keras(keras_vgg: Any, notop_h5: Path) -> None:
-    report = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_keras_vgg16.yaml"), source_weights=notop_h5)
+    result = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_keras_vgg16.yaml"), source_weights=notop_h5)
     x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
     with torch.no_grad():
-        ours = nhwc(report.model.eval().encode(nchw(x))[0])
+        ours = nhwc(result.model.eval().encode(nchw(x))[0])
     assert max_rel_diff(ours, keras_at(keras_vgg, "block5_pool", x)) <= 1e-4
 
 
 def test_classifier_logits_and_top1_agree(tv_vgg16: Any, vgg16_pth: Path) -> None:
     """The Flatten trap: classifier.0 reads a CHW-flattened map, Keras' fc1 an HWC one."""
-    report = transfer.transfer_weights(str(MAPPINGS / "vgg16_torchvision_to_keras.yaml"), source_weights=vgg16_pth)
-    fc1 = next(t for t in report.transferred if t["target"] == "fc1")
-    assert fc1["shapes"] == {"source": [[4096, 25088], [4096]], "target": [[25088, 4096], [4096]]}
+    result = transfer.transfer_weights(str(MAPPINGS / "vgg16_torchvision_to_keras.yaml"), source_weights=vgg16_pth)
+    fc1 = next(t for t in result.report.transferred if t.target == "fc1")
+    assert fc1.shapes == {"source": [[4096, 25088], [4096]], "target": [[25088, 4096], [4096]]}
     x = RNG.normal(size=(20, 224, 224, 3)).astype("float32")
     # Keras' VGG16 ends in softmax; compare the logits before it.
-    keras_logits = report.model.get_layer("predictions")
+    keras_logits = result.model.get_layer("predictions")
     keras_logits.activation = keras.activations.linear
-    got = np.asarray(report.model.predict(x, batch_size=10, verbose=0))
+    got = np.asarray(result.model.predict(x, batch_size=10, verbose=0))
     with torch.no_grad():
         expected = tv_vgg16(nchw(x)).numpy()
     assert max_rel_diff(got, expected) <= 1e-4
@@ -190,35 +192,35 @@ def test_pickle_that_would_run_code_is_refused(tmp_path: Path) -> None:
 
 def test_preprocessing_contract_is_reported_and_mismatch_warned(vgg16_pth: Path) -> None:
     mapping = mapping_dict("unet_vgg16_torchvision.yaml", input_shape=[64, 64, 3])
-    report = transfer.transfer_weights(mapping, source_weights=vgg16_pth, check=True)
-    assert report.preprocessing["source_expects"] == "torch" and not report.warnings
+    result = transfer.transfer_weights(mapping, source_weights=vgg16_pth, check=True)
+    assert result.report.preprocessing["source_expects"] == "torch" and not result.report.warnings
     mapping["target"]["preprocessing"] = "caffe"
-    report = transfer.transfer_weights(mapping, source_weights=vgg16_pth, check=True)
-    assert "expect 'torch' input" in report.warnings[0]
+    result = transfer.transfer_weights(mapping, source_weights=vgg16_pth, check=True)
+    assert "expect 'torch' input" in result.report.warnings[0]
 
 
 def test_num_batches_tracked_never_shifts_the_pairs(vgg16_bn_pth: Path, vgg16_bn_legacy_pth: Path) -> None:
     """With and without the counters, the same tensors land in the same places."""
-    a = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), source_weights=vgg16_bn_pth)
-    b = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), source_weights=vgg16_bn_legacy_pth)
-    sa, sb = a.model.state_dict(), b.model.state_dict()
-    moved = {f"{t['target']}.{n}" for t in a.transferred for n in ("weight", "bias", "running_mean", "running_var")}
+    result_a = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), source_weights=vgg16_bn_pth)
+    result_b = transfer.transfer_weights(str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), source_weights=vgg16_bn_legacy_pth)
+    sa, sb = result_a.model.state_dict(), result_b.model.state_dict()
+    moved = {f"{t.target}.{n}" for t in result_a.report.transferred for n in ("weight", "bias", "running_mean", "running_var")}
     assert all(torch.equal(sa[k], sb[k]) for k in moved if k in sa)
 
 
 def test_freeze_makes_exactly_the_named_layers_non_trainable(vgg16_bn_pth: Path, notop_h5: Path) -> None:
     mapping = mapping_dict("segnet_torch_vgg16_bn.yaml")
     mapping["freeze"] = ["block1_*", "block2_conv1"]
-    report = transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth)
+    result = transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth)
     expected = {"block1_conv1", "block1_bn1", "block1_conv2", "block1_bn2", "block2_conv1"}
-    assert set(report.frozen) == expected
-    frozen = {name for name, module in report.model.named_modules()
+    assert set(result.report.frozen) == expected
+    frozen = {name for name, module in result.model.named_modules()
               if any(not p.requires_grad for p in module.parameters(recurse=False))}
     assert frozen == expected
-    assert all(p.requires_grad for name, m in report.model.named_modules() if name not in expected
+    assert all(p.requires_grad for name, m in result.model.named_modules() if name not in expected
                for p in m.parameters(recurse=False))
-    keras_report = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]),
+    keras_report_result = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]),
                                              source_weights=notop_h5)
-    assert {layer.name for layer in keras_report.model.layers if layer.weights and not layer.trainable} \
-        == set(keras_report.frozen) == {f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
+    assert {layer.name for layer in keras_report_result.model.layers if layer.weights and not layer.trainable} \
+        == set(keras_report_result.report.frozen) == {f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
                                         for c in range(1, n + 1)}

@@ -3,6 +3,7 @@ memory and on the written file; a planted or corrupted tensor is caught and name
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,10 +11,10 @@ import h5py
 import numpy as np
 import pytest
 
-from checkpoints import keras
+import keras
 from conftest import MAPPINGS, mapping_dict
 import transfer
-from transfer import layout
+from transfer import kinds
 from transfer.cli import main
 from transfer.errors import VerificationError
 from transfer.targets.keras_segnet import build_segnet_vgg16
@@ -37,12 +38,12 @@ def test_cli_verify_passes_and_reports_both_stages(notop_h5: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("fixture", ["vgg16_bn_pth", "vgg16_bn_safetensors"])
 def test_cross_framework_verify_uses_probes(fixture: str, request) -> None:
-    report = transfer.transfer_weights(mapping_dict("segnet_vgg16_bn_torchvision.yaml", input_shape=[64, 64, 3]),
+    result = transfer.transfer_weights(mapping_dict("segnet_vgg16_bn_torchvision.yaml", input_shape=[64, 64, 3]),
                                        source_weights=request.getfixturevalue(fixture), verify=True)
-    layers = report.verification[0]["layers"]
-    assert {c["method"] for c in layers} == {"conv2d on a probe, torch vs keras", "batchnorm on a probe, torch vs keras"}
-    assert max(c["rel_diff"] for c in layers) <= 1e-5
-    assert report.verification[0]["stack"]["target"] == "block5_bn3"
+    layers = result.report.verification[0].layers
+    assert {c.method for c in layers} == {"conv2d on a probe, torch vs keras", "batchnorm on a probe, torch vs keras"}
+    assert max(c.rel_diff for c in layers) <= 1e-5
+    assert result.report.verification[0].stack.target == "block5_bn3"
 
 
 def test_corrupted_tensor_in_the_output_is_named_and_not_written(notop_h5: Path, tmp_path: Path, monkeypatch,
@@ -71,7 +72,9 @@ def test_corrupted_tensor_in_the_output_is_named_and_not_written(notop_h5: Path,
 
 def test_planted_wrong_kernel_permutation_fails_and_restores_the_target(vgg16_bn_pth: Path, monkeypatch) -> None:
     """The shape-keeping bug: (3, 2, 1, 0) swaps kh and kw of every 3x3 kernel."""
-    monkeypatch.setitem(layout.TORCH_TO_KERAS, "conv2d", lambda w: w.transpose(3, 2, 1, 0))
+    wrong = dataclasses.replace(kinds.BY_NAME["conv2d"],
+                                to_keras=lambda arrays, context: [arrays[0].transpose(3, 2, 1, 0), *arrays[1:]])
+    monkeypatch.setitem(kinds.BY_NAME, "conv2d", wrong)
     target = build_segnet_vgg16((64, 64, 3), batchnorm=True, batchnorm_epsilon=1e-5)
     before = [w.numpy().copy() for w in target.weights]
     mapping = mapping_dict("segnet_vgg16_bn_torchvision.yaml")
@@ -80,17 +83,17 @@ def test_planted_wrong_kernel_permutation_fails_and_restores_the_target(vgg16_bn
         transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth, target=target, verify=True)
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(before, target.weights))
     assert all(layer.trainable for layer in target.layers)  # and nothing was frozen
-    report = transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth, target=target)  # without --verify
-    assert len(report.transferred) == 26  # ... the same bug passes silently: why --verify exists
+    result = transfer.transfer_weights(mapping, source_weights=vgg16_bn_pth, target=target)  # without --verify
+    assert len(result.report.transferred) == 26  # ... the same bug passes silently: why --verify exists
 
 
 def test_no_stack_check_without_a_runnable_source(notop_weights_h5: Path) -> None:
     mapping = {"format": 1, "source": {"framework": "keras", "weights": str(notop_weights_h5)},
                "target": {"framework": "keras", "model": "unet_vgg16", "config": {"input_shape": [64, 64, 3]}},
                "layers": {"conv2d": "block1_conv1", "conv2d_1": "block1_conv2"}}
-    report = transfer.transfer_weights(mapping, verify=True)
-    assert report.verification[0]["stack"] is None
-    assert "no runnable source model" in report.verification[0]["stack_note"]
+    result = transfer.transfer_weights(mapping, verify=True)
+    assert result.report.verification[0].stack is None
+    assert "no runnable source model" in result.report.verification[0].stack_note
 
 
 @pytest.mark.parametrize("mapping, fixture, suffix, bytes_equal", [

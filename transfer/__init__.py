@@ -1,15 +1,23 @@
 """transfer-weights: declarative, checked transfer of pretrained weights between models.
 
-Importing this package loads no deep-learning framework; it only loads triton (when installed
-and TensorFlow is not loaded yet, about 0.1 s), because triton loaded after TensorFlow
-crashes the process, and torchvision loads triton. See `transfer._frameworks`.
+Importing this package loads no deep-learning framework, nor numpy, h5py or yaml: the public
+names below are imported on first use. It does load triton, when installed and TensorFlow is
+not loaded yet (about 0.1 s), because triton loaded after TensorFlow crashes the process and
+torchvision loads triton. See `transfer._frameworks`.
+
+    from transfer import transfer_weights, verify_weights
+    result = transfer_weights("mappings/unet_vgg16.yaml", source_weights="vgg16_notop.h5")
+    result.model, result.report
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from transfer.errors import (  # noqa: E402
+from transfer import _frameworks
+from transfer._version import __version__
+from transfer.errors import (
     CheckpointError,
     FrameworkError,
     IncompatibleWeightsError,
@@ -18,17 +26,38 @@ from transfer.errors import (  # noqa: E402
     TransferWeightsError,
     VerificationError,
 )
-from transfer import _frameworks  # noqa: E402
 
 _frameworks.preload_triton()
 
-from transfer.api import transfer_weights  # noqa: E402
-from transfer.mapping import Mapping, load_mapping  # noqa: E402
-from transfer.report import Report  # noqa: E402
+if TYPE_CHECKING:
+    from transfer.api import TransferResult, transfer_weights, verify_weights
+    from transfer.mapping import Mapping, load_mapping
+    from transfer.report import Report, Verification
+
+# public name -> the module that defines it (imported on first access)
+_LAZY = {
+    "transfer_weights": "transfer.api", "verify_weights": "transfer.api", "TransferResult": "transfer.api",
+    "Mapping": "transfer.mapping", "load_mapping": "transfer.mapping",
+    "Report": "transfer.report", "Verification": "transfer.report",
+    "register_custom_layers": "transfer.targets",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'transfer' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
 
 
 __all__ = [
     "CheckpointError", "FrameworkError", "IncompatibleWeightsError", "Mapping", "MappingError",
-    "Report", "StrictModeError", "TransferWeightsError", "VerificationError", "load_mapping",
-    "transfer_weights",
+    "Report", "StrictModeError", "TransferResult", "TransferWeightsError", "Verification",
+    "VerificationError", "__version__", "load_mapping", "register_custom_layers",
+    "transfer_weights", "verify_weights",
 ]

@@ -50,6 +50,19 @@ def keras() -> ModuleType:
     return module
 
 
+def framework_of(obj: object) -> str | None:
+    """"keras" for a `keras.Model`, "torch" for a `torch.nn.Module`, else None. Keras first: on
+    Keras' torch backend a Keras model is also a `torch.nn.Module`. Only frameworks already
+    imported are asked (an object of a framework that was never imported cannot exist)."""
+    keras_module = sys.modules.get("keras")
+    if keras_module is not None and isinstance(obj, keras_module.Model):
+        return "keras"
+    torch_module = sys.modules.get("torch")
+    if torch_module is not None and isinstance(obj, torch_module.nn.Module):
+        return "torch"
+    return None
+
+
 def torch() -> ModuleType:
     """Import torch. Plain torch does not load triton, so it is safe in any order."""
     preload_triton()

@@ -8,7 +8,8 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -78,43 +79,102 @@ def suggest_main(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
+def _verify_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transfer-weights verify",
+        description="Check a model converted earlier (by this tool, another one, or by hand) against its "
+                    "source under a mapping: every mapped layer on a probe input, and the mapped stack. "
+                    "Changes and writes nothing.",
+        epilog="Exit codes: 0 every check passed, 6 a layer diverges (each one is named), 3 mapping "
+               "error, 4 incompatible weights, 5 file error, 7 framework problem.")
+    parser.add_argument("--map", required=True, metavar="FILE", help="mapping file (YAML, format 1)")
+    parser.add_argument("--target", required=True, metavar="CONVERTED",
+                        help="the converted model: .keras, or a weights file of the mapping's target "
+                             "(.weights.h5, .pth/.pt, .safetensors)")
+    parser.add_argument("--source-weights", metavar="PATH",
+                        help="source weights file (or 'imagenet'); overrides source.weights")
+    parser.add_argument("--report", metavar="PATH", help="write every check as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
+    return parser
+
+
+def verify_main(argv: Sequence[str]) -> int:
+    args = _verify_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    exit_on_sigterm()
+    from transfer import api
+
+    def work() -> Any:
+        return api.verify_weights(args.map, args.target, source_weights=args.source_weights)
+
+    return _run(args, work, lambda report: [f"transfer-weights verify: {len(report.transferred)} mapped "
+                                            f"layers of {args.target} match {report.source}"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["suggest"]:
         return suggest_main(argv[1:])
-    args = _parser().parse_args(argv)
+    if argv[:1] == ["verify"]:
+        return verify_main(argv[1:])
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.check and args.verify:
+        parser.error("--check reads no tensor, so there is nothing to --verify; to check a model "
+                     "converted earlier, run `transfer-weights verify --map M --target CONVERTED`.")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
     exit_on_sigterm()
     from transfer import api
+
+    def work() -> Any:
+        return api.transfer_weights(
+            args.map, source_weights=args.source_weights, strict=args.strict, check=args.check,
+            verify=args.verify, checksums=bool(args.report), out=args.out, target=args.target_factory).report
+
+    return _run(args, work, lambda report: [])
+
+
+def _run(args: argparse.Namespace, work: Callable[[], Any], extra_lines: Callable[[Any], list[str]]) -> int:
+    """Run `work`, print the summary, write the report; map errors to exit codes."""
     from transfer.errors import TransferWeightsError
-    from transfer.report import error_report
+    from transfer.report import summary, to_json
 
     try:
-        report = api.transfer_weights(
-            args.map, source_weights=args.source_weights, strict=args.strict, check=args.check,
-            verify=args.verify, checksums=bool(args.report), out=args.out, target=args.target_factory)
+        report = work()
         if args.report:
-            report.write(args.report)
+            _write_text(args.report, to_json(report))
     except TransferWeightsError as exc:
-        return _fail(args, exc, exc.exit_code, error_report)
+        return _fail(args, exc, exc.exit_code)
     except Exception as exc:  # a bug of ours: say so, with the traceback
         traceback.print_exc()
-        return _fail(args, exc, EXIT_INTERNAL, error_report, internal=True)
+        return _fail(args, exc, EXIT_INTERNAL, internal=True)
     if not args.quiet:
-        print(report.summary())
+        print("\n".join([summary(report), *extra_lines(report)]))
         if args.report:
             print(f"  report: {args.report}")
     return EXIT_OK
 
 
-def _fail(args: argparse.Namespace, exc: Exception, code: int, error_report, internal: bool = False) -> int:
+def _write_text(path: str, text: str) -> None:
+    from transfer.output import atomic_write_text
+
+    atomic_write_text(Path(path), text)
+
+
+def _fail(args: argparse.Namespace, exc: Exception, code: int, internal: bool = False) -> int:
     prefix = "internal error (please report it)" if internal else "error"
     print(f"transfer-weights: {prefix}: {exc}", file=sys.stderr)
     if args.report:
-        from transfer.output import atomic_write_text
+        import json
 
+        from transfer.report import error_dict, to_dict
+
+        data = error_dict(exc, code)
+        partial = getattr(exc, "report", None)  # set on TransferWeightsError, absent on bugs
+        if partial is not None:
+            data["report"] = to_dict(partial)
         try:
-            atomic_write_text(Path(args.report), error_report(exc, code))
+            _write_text(args.report, json.dumps(data, indent=2) + "\n")
         except Exception as write_error:  # the original error matters more; still say it
             print(f"transfer-weights: could not write the report: {write_error}", file=sys.stderr)
     return code

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class TransferWeightsError(Exception):
-    """Base class of every error this package raises on bad input."""
+    """Base class of every error this package raises on bad input. `report` holds the
+    partial report (a `transfer.report.Report`) where one exists, e.g. the failed checks."""
 
     exit_code: int = 1
+
+    def __init__(self, message: str, *, report: Any = None):
+        super().__init__(message)
+        self.report = report
 
 
 class MappingError(TransferWeightsError):

@@ -1,13 +1,20 @@
-"""Live Keras models: list weighted layers, read and write their weights, freeze by name."""
+"""Live Keras models as adapters: list weighted layers, read and write their weights by layer
+name, snapshot and restore, freeze by name, save and reload; and `.keras` files loaded safely."""
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from transfer import _frameworks
-from transfer.layers import FlattenInfo, Kind, LayerSpec, TensorSpec
+from transfer import _frameworks, kinds
+from transfer.adapter import Closing, Runnable, Snapshot
+from transfer.archive import check_zip
+from transfer.errors import CheckpointError
+from transfer.layers import FlattenInfo, LayerSpec, TensorSpec
+from transfer.output import atomic_write, output_suffix
 
 
 def iter_weighted_layers(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -21,15 +28,13 @@ def iter_weighted_layers(model: Any, prefix: str = "") -> Iterator[tuple[str, An
             yield f"{prefix}{layer.name}", layer
 
 
-def layer_kind(layer: Any) -> Kind:
-    layers = _frameworks.keras().layers
-    for cls, kind in ((layers.Conv2DTranspose, "conv2d_transpose"),
-                      (layers.DepthwiseConv2D, "depthwise_conv2d"),
-                      (layers.Conv2D, "conv2d"), (layers.Dense, "dense"),
-                      (layers.BatchNormalization, "batchnorm")):
-        if isinstance(layer, cls):
-            return kind  # type: ignore[return-value]
-    return "other"
+def all_layers(model: Any) -> Iterator[Any]:
+    """Every layer, nested models' layers included (and the nested models themselves)."""
+    keras = _frameworks.keras()
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
 
 
 def flatten_info(model: Any, layer: Any) -> FlattenInfo:
@@ -43,7 +48,7 @@ def flatten_info(model: Any, layer: Any) -> FlattenInfo:
         dense_input = layer.input
     except (AttributeError, ValueError):  # a layer called several times has no single input
         return "unknown"
-    for candidate in _all_layers(model):
+    for candidate in all_layers(model):
         if isinstance(candidate, keras.layers.Flatten) and candidate.output is dense_input:
             shape = tuple(candidate.input.shape[1:])
             if len(shape) != 3 or None in shape:
@@ -54,19 +59,12 @@ def flatten_info(model: Any, layer: Any) -> FlattenInfo:
     return None
 
 
-def _all_layers(model: Any) -> Iterator[Any]:
-    keras = _frameworks.keras()
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
 def layer_specs(model: Any) -> dict[str, LayerSpec]:
     """Every weighted layer of a live Keras model, in model order."""
+    keras = _frameworks.keras()
     specs: dict[str, LayerSpec] = {}
     for name, layer in iter_weighted_layers(model):
-        kind = layer_kind(layer)
+        kind = kinds.keras_layer_kind(layer, keras)
         specs[name] = LayerSpec(
             name=name, framework="keras", kind=kind,
             tensors=tuple(TensorSpec(w.name, tuple(int(d) for d in w.shape), str(w.dtype))
@@ -78,14 +76,38 @@ def layer_specs(model: Any) -> dict[str, LayerSpec]:
     return specs
 
 
-class KerasModelWeights:
+def custom_objects() -> dict[str, Any]:
+    """The Keras layers this package defines, for `keras.saving.load_model`."""
+    from transfer.targets.keras_pooling import CUSTOM_OBJECTS
+
+    return dict(CUSTOM_OBJECTS)
+
+
+def load_keras_file(path: Path) -> Any:
+    """Load a `.keras` model in safe mode (no lambda or arbitrary code deserialised), after
+    checking the archive itself (member names, links, compression ratio)."""
+    keras = _frameworks.keras()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    check_zip(path)
+    try:
+        return keras.saving.load_model(path, custom_objects=custom_objects(), compile=False,
+                                       safe_mode=True)
+    except Exception as exc:  # keras raises many types here; all mean "not a loadable model"
+        raise CheckpointError(f"{path}: cannot load the Keras model: {type(exc).__name__}: {exc}") from exc
+
+
+class KerasModelWeights(Closing):
     """Reads and writes the weights of a live Keras model by layer name."""
 
     framework = "keras"
 
-    def __init__(self, model: Any, description: str | None = None):
+    def __init__(self, model: Any, description: str | None = None, path: Path | None = None,
+                 preprocessing: str | None = None):
         self.model = model
         self.description = description or f"Keras model '{model.name}'"
+        self.path = path
+        self.preprocessing = preprocessing
         self._layers = dict(iter_weighted_layers(model))
         self._specs: dict[str, LayerSpec] | None = None
 
@@ -102,6 +124,36 @@ class KerasModelWeights:
         for name, arrays in updates.items():
             self._layers[name].set_weights(arrays)
 
+    def snapshot(self, names: Iterable[str]) -> Snapshot:
+        snapshot = Snapshot([(layer, bool(layer.trainable)) for layer in all_layers(self.model)])
+        for name in names:
+            snapshot.put(name, [np.array(w, copy=True) for w in self._layers[name].get_weights()])
+        return snapshot
+
+    def restore(self, snapshot: Snapshot) -> None:
+        for name in snapshot.names():
+            self._layers[name].set_weights(snapshot.get(name))
+        for layer, trainable in snapshot.flags:
+            if layer.trainable != trainable:
+                layer.trainable = trainable
+
     def freeze(self, names: list[str]) -> None:
         for name in names:
             self._layers[name].trainable = False
+
+    def save(self, path: Path, check: Callable[[Path], None] | None = None) -> None:
+        """`.keras` (the whole model) or `.weights.h5`, written atomically."""
+        suffix = output_suffix(path, self.framework)
+        write = self.model.save if suffix == ".keras" else self.model.save_weights
+        atomic_write(path, suffix, write, check)
+
+    def reload(self, path: Path) -> KerasModelWeights:
+        """A fresh copy of the model holding the weights read back from `path`."""
+        if path.name.endswith(".keras"):
+            return KerasModelWeights(load_keras_file(path), f"Keras model file {path}", path=path)
+        clone = _frameworks.keras().models.clone_model(self.model)
+        clone.load_weights(str(path))
+        return KerasModelWeights(clone, f"{self.description}, reloaded from {path.name}", path=path)
+
+    def runnable(self) -> Runnable:
+        return self.model, ""

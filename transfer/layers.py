@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from math import prod
 from typing import Literal, Union
 
-Kind = Literal["conv2d", "conv2d_transpose", "depthwise_conv2d", "dense", "batchnorm", "other"]
+Kind = str  # a name in `transfer.kinds.KINDS`, or "other"
 Framework = Literal["keras", "torch"]
 # Keras side of a Dense layer: (H, W, C) of the map a Flatten turned into its input, None when
 # its input was not flattened from a spatial map, "unknown" when nothing says (weight files).
@@ -47,31 +47,6 @@ class LayerSpec:
     @property
     def shapes(self) -> list[list[int]]:
         return [list(t.shape) for t in self.tensors]
-
-
-def infer_torch_kind(tensors: dict[str, tuple[int, ...]]) -> Kind:
-    """Kind of a torch module known only by its state-dict entries (name -> shape)."""
-    if "running_mean" in tensors and "running_var" in tensors:
-        return "batchnorm"
-    weight = tensors.get("weight")
-    if weight is not None and len(weight) == 4:
-        return "conv2d"  # a transposed or depthwise conv looks the same; the other side decides
-    if weight is not None and len(weight) == 2:
-        return "dense"
-    return "other"
-
-
-def infer_keras_kind(names: list[str], shapes: list[tuple[int, ...]]) -> Kind:
-    """Kind of a Keras layer known only from a weight file (short weight names and shapes)."""
-    if any("depthwise" in n for n in names):
-        return "depthwise_conv2d"
-    if {"gamma", "beta", "moving_mean", "moving_variance"} & set(names):
-        return "batchnorm"
-    if shapes and len(shapes[0]) == 4:
-        return "conv2d"
-    if shapes and len(shapes[0]) == 2:
-        return "dense"
-    return "other"
 
 
 def torch_sort_key(name: str) -> tuple[int, str]:

@@ -138,26 +138,3 @@ def adapt_in_channels(weight: np.ndarray, axis: int, channels: int, policy: str)
         pad[axis] = (0, channels - source)
         return np.pad(weight, pad)
     raise IncompatibleWeightsError(f"unknown input-channel policy {policy!r}; known: {', '.join(ADAPT_POLICIES)}.")
-
-
-TORCH_TO_KERAS = {
-    "conv2d": conv_torch_to_keras,
-    "conv2d_transpose": conv_transpose_torch_to_keras,
-}
-KERAS_TO_TORCH = {
-    "conv2d": conv_keras_to_torch,
-    "conv2d_transpose": conv_transpose_keras_to_torch,
-    "depthwise_conv2d": depthwise_keras_to_torch,
-}
-DESCRIPTIONS = {
-    ("torch", "conv2d"): "OIHW -> HWIO",
-    ("keras", "conv2d"): "HWIO -> OIHW",
-    ("torch", "conv2d_transpose"): "IOHW -> HWOI",
-    ("keras", "conv2d_transpose"): "HWOI -> IOHW",
-    ("torch", "depthwise_conv2d"): "(C*m,1,H,W) -> (H,W,C,m)",
-    ("keras", "depthwise_conv2d"): "(H,W,C,m) -> (C*m,1,H,W)",
-    ("torch", "dense"): "(out,in) -> (in,out)",
-    ("keras", "dense"): "(in,out) -> (out,in)",
-    ("torch", "batchnorm"): "weight,bias,running_mean,running_var -> gamma,beta,moving_mean,moving_variance",
-    ("keras", "batchnorm"): "gamma,beta,moving_mean,moving_variance -> weight,bias,running_mean,running_var",
-}

@@ -30,7 +30,12 @@ _TARGET_KEYS = ("framework", "model", "file", "config", "preprocessing", "seed")
 _RULE_KEYS = ("target", "flatten", "epsilon", "adapt")
 # A rule key holding any of these characters is a regular expression; otherwise it is a
 # literal layer name (so the dots of `features.0` stay literal).
-_REGEX_CHARS = frozenset("\\()[]*+?|^${}")
+REGEX_CHARS = frozenset("\\()[]*+?|^${}")
+
+# Bounds on hostile input: a mapping is a few kilobytes written by a person.
+MAX_BYTES = 1 << 20  # 1 MiB of text
+MAX_NODES = 100_000  # YAML nodes after alias expansion (a billion-laughs document has 10**9)
+MAX_DEPTH = 32  # nesting of mappings and lists
 
 MappingInput = Union[str, Path, TypingMapping[str, Any]]
 
@@ -124,6 +129,9 @@ def load_mapping(mapping: MappingInput) -> Mapping:
     else:
         text = str(mapping)
     origin = str(path) if path else "<mapping>"
+    if len(text) > MAX_BYTES:
+        raise MappingError(f"{origin}: {len(text):,} characters; a mapping file may have at most "
+                           f"{MAX_BYTES:,}.")
     lines = _parse_lines(text, origin)
     try:
         data = yaml.safe_load(text)
@@ -166,8 +174,76 @@ def _parse_lines(text: str, origin: str) -> dict[tuple[str, ...], int]:
                 walk(item, prefix + (str(index),))
 
     if root is not None:
+        _check_size(root, origin)
         walk(root, ())
     return lines
+
+
+def _check_size(root: yaml.Node, origin: str) -> None:
+    """Refuse documents whose aliases expand past MAX_NODES nodes or that nest deeper than
+    MAX_DEPTH, before anything walks them. Sizes are memoised per node, so a document of
+    nested aliases costs its own size to measure, not its expansion."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise MappingError(f"{origin}:{node.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels.")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total = 1
+        for child in children:
+            total += size(child, depth + 1)
+            if total > MAX_NODES:
+                raise MappingError(f"{origin}: the document expands to more than {MAX_NODES:,} "
+                                   "values (aliases of aliases?); a mapping file is refused past that.")
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
+
+
+def is_regex(key: str) -> bool:
+    """A rule key is a regular expression when it holds one of `REGEX_CHARS`."""
+    return bool(REGEX_CHARS & set(key))
+
+
+def nested_quantifier(pattern: str) -> str:
+    """The first group that holds a repetition and is itself repeated (`(a+)+`, `(\\w*)*`,
+    `(x|y+){2,}`), the shape of catastrophic backtracking; '' when there is none."""
+    stack: list[tuple[int, bool]] = []  # (start, holds a repetition) per open group
+    index = 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char == "[":  # a character class: skip to its end
+            index = pattern.find("]", index + 2) + 1 or len(pattern)
+            continue
+        if char == "(":
+            stack.append((index, False))
+        elif char in "*+{" and stack:
+            stack[-1] = (stack[-1][0], True)
+        elif char == ")" and stack:
+            start, repeats_inside = stack.pop()
+            follower = pattern[index + 1: index + 2]
+            if repeats_inside and follower in ("*", "+", "{"):
+                return pattern[start: index + 2]
+            if repeats_inside and stack:
+                stack[-1] = (stack[-1][0], True)
+        index += 1
+    return ""
+
+
+def parse_model_spec(data: Any, role: str) -> ModelSpec:
+    """A `source:` or `target:` section given as data (as `suggest` and `inspect` take them)."""
+    allowed = _SOURCE_KEYS if role == "source" else _TARGET_KEYS
+    return _Validator(None, {}).model_spec(data, (role,), allowed)
 
 
 class _Validator:
@@ -276,12 +352,17 @@ class _Validator:
             options = value
             value = value["target"]
         target = self.string(value, keys + (("target",) if options else ()))
-        is_pattern = bool(_REGEX_CHARS & set(source))
+        is_pattern = is_regex(source)
         if is_pattern:
             try:
                 compiled = re.compile(source)
             except re.error as exc:
                 raise self.fail(keys, f"not a valid regular expression: {exc}.") from exc
+            nested = nested_quantifier(source)
+            if nested:
+                raise self.fail(keys, f"the pattern repeats a group that repeats itself ({nested}); "
+                                      "such a pattern can take exponential time on a long layer "
+                                      "name. Write it without the nested repetition.")
             self.check_template(keys, target, compiled.groups)
         return Rule(source=source, target=target, is_pattern=is_pattern,
                     line=self.lines.get(keys), flatten=self.flatten(options.get("flatten", "auto"), keys),

@@ -3,13 +3,11 @@ or an interruption leaves no partial file at the requested path."""
 
 from __future__ import annotations
 
-import copy
 import os
 import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from transfer import _frameworks
 from transfer.errors import CheckpointError
 
 KERAS_OUTPUTS = (".weights.h5", ".keras")
@@ -57,52 +55,3 @@ def atomic_write(path: Path, suffix: str, write: Callable[[Path], Any],
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, path.suffix, lambda temporary: temporary.write_text(text, encoding="utf-8"))
-
-
-def save_model(model: Any, framework: str, path: Path,
-               check: Callable[[Path], Any] | None = None) -> None:
-    """Write a target: Keras `.keras` / `.weights.h5`, torch `.pth`/`.pt` / `.safetensors`.
-    `check(temporary_path)` runs on the written file before it takes the final name."""
-    suffix = output_suffix(path, framework)
-    if suffix == ".keras":
-        atomic_write(path, suffix, model.save, check)
-    elif suffix == ".weights.h5":
-        atomic_write(path, suffix, model.save_weights, check)
-    elif suffix == ".safetensors":
-        from safetensors.torch import save_file
-
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        atomic_write(path, suffix, lambda temporary: save_file(state, str(temporary)), check)
-    else:
-        torch = _frameworks.torch()
-
-        def write(temporary: Path) -> None:
-            # A file object, not a path: torch names the zip's inner folder after a path's
-            # stem, which would put our random temporary name into the bytes.
-            with open(temporary, "wb") as file:
-                torch.save(model.state_dict(), file)
-
-        atomic_write(path, suffix, write, check)
-
-
-def reload_model(model: Any, framework: str, path: Path) -> Any:
-    """A fresh copy of `model` holding the weights read back from `path`."""
-    if framework == "keras":
-        keras = _frameworks.keras()
-        if path.name.endswith(".keras"):
-            from transfer.sources import load_keras_file
-
-            return load_keras_file(path)
-        clone = keras.models.clone_model(model)
-        clone.load_weights(str(path))
-        return clone
-    torch = _frameworks.torch()
-    clone = copy.deepcopy(model)
-    if path.name.endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    clone.load_state_dict(state)
-    return clone

@@ -1,25 +1,110 @@
-"""The transfer report: a short console summary and the full record as JSON."""
+"""The transfer report as data: typed rows, `ok` derived from what happened, and two pure
+renderers, `summary` (a few console lines) and `to_dict` (the full JSON record). Writing files
+and holding the model belong to the callers (the CLI, `TransferResult`)."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
-from transfer.output import atomic_write_text
+LAYER_TOLERANCE = 1e-5  # relative max-abs difference of one layer, float32
+STACK_TOLERANCE = 1e-4  # errors of many layers add up
+MEASURE = "max|a-b| / max|reference|"
+
+
+@dataclass(frozen=True)
+class TransferredLayer:
+    source: str
+    target: str
+    kind: str
+    conversion: str
+    params: int
+    shapes: dict[str, list[list[int]]]  # {"source": [...], "target": [...]}
+    notes: tuple[str, ...] = ()
+    adapted: dict[str, Any] | None = None  # {"in_channels": [from, to], "policy": ...}
+
+
+@dataclass(frozen=True)
+class SkippedLayer:
+    layer: str
+    reason: str
+    declared: bool
+
+
+@dataclass(frozen=True)
+class UntouchedLayer:
+    layer: str
+    declared: bool
+
+
+@dataclass(frozen=True)
+class LayerCheck:
+    """One comparison: a layer on a probe, identical tensors, or model outputs at a layer."""
+
+    source: str
+    target: str
+    method: str
+    max_abs_diff: float
+    rel_diff: float
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.rel_diff <= self.tolerance)
+
+    def describe(self) -> str:
+        return (f"'{self.target}' (from '{self.source}', {self.method}): relative difference "
+                f"{self.rel_diff:.3g} > {self.tolerance:g}, max abs {self.max_abs_diff:.3g}")
+
+
+@dataclass
+class Verification:
+    """The checks of one stage ("in memory", "written file, reloaded", "converted model").
+
+    `stack` compares the two models' outputs at the last mapped layer; when it fails,
+    `localized` holds the output comparison at every mapped layer up to the first that diverges.
+    """
+
+    stage: str
+    layers: list[LayerCheck] = field(default_factory=list)
+    stack: LayerCheck | None = None
+    stack_note: str = ""
+    localized: list[LayerCheck] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.layers) and (self.stack is None or self.stack.ok)
+
+    @property
+    def failed(self) -> list[LayerCheck]:
+        """Failed checks, most telling first: layers, then where the stack first diverged."""
+        failed = [c for c in self.layers if not c.ok]
+        first = next((c for c in self.localized if not c.ok), None)
+        if first is not None:
+            failed.append(first)
+        if self.stack is not None and not self.stack.ok and self.stack is not first:
+            failed.append(self.stack)
+        return failed
+
+    def error_message(self, where: str) -> str:
+        failed = self.failed
+        lines = [f"{where}: verification failed ({self.stage}): first diverging layer {failed[0].describe()}; "
+                 f"{len(failed)} check(s) failed."]
+        lines += [f"  {check.describe()}" for check in failed[1:21]]
+        return "\n".join(lines)
 
 
 @dataclass
 class Report:
-    """What a transfer did (or, with `checked_only`, would do). `to_dict()` is the JSON."""
+    """What a transfer did (or, with `checked_only`, would do)."""
 
     mapping: str
     source: str
     target: str
-    transferred: list[dict[str, Any]] = field(default_factory=list)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    untouched: list[dict[str, Any]] = field(default_factory=list)
+    transferred: list[TransferredLayer] = field(default_factory=list)
+    skipped: list[SkippedLayer] = field(default_factory=list)
+    untouched: list[UntouchedLayer] = field(default_factory=list)
     frozen: list[str] = field(default_factory=list)
     params_moved: int = 0
     preprocessing: dict[str, Any] = field(default_factory=dict)
@@ -30,58 +115,82 @@ class Report:
     mapping_sha256: str | None = None
     source_sha256: str | None = None
     tensor_sha256: dict[str, list[str]] = field(default_factory=dict)
-    verification: list[dict[str, Any]] = field(default_factory=list)
+    verification: list[Verification] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
-    model: Any = field(default=None, repr=False, compare=False)  # the target, not serialised
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("model")
-        data["ok"] = True
-        return data
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.verification)
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
-    def write(self, path: str | Path) -> None:
-        atomic_write_text(Path(path), self.to_json())
+def verification_dict(result: Verification) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "stage": result.stage, "ok": result.ok,
+        "tolerance": {"layer": LAYER_TOLERANCE, "stack": STACK_TOLERANCE, "measure": MEASURE},
+        "layers": [_check_dict(c) for c in result.layers],
+        "stack": _check_dict(result.stack) if result.stack else None,
+    }
+    if result.stack_note:
+        data["stack_note"] = result.stack_note
+    if result.localized:
+        data["localized"] = [_check_dict(c) for c in result.localized]
+    return data
 
-    def summary(self) -> str:
-        """A few lines a person reads at a glance; the JSON has the full table."""
-        verb = "would move" if self.checked_only else "moved"
-        lines = [f"transfer-weights: {verb} {len(self.transferred)} layers "
-                 f"({self.params_moved:,} parameters) from {self.source} into {self.target}"]
-        for declared, label in ((True, "declared in skip"), (False, "NO RULE MATCHED")):
-            names = [s["layer"] for s in self.skipped if s["declared"] == declared]
-            if names:
-                lines.append(f"  skipped {len(names)} source layer(s), {label}: {compact(names)}")
-        for declared, label in ((True, "declared"), (False, "NOT DECLARED")):
-            names = [u["layer"] for u in self.untouched if u["declared"] == declared]
-            if names:
-                lines.append(f"  left {len(names)} target layer(s) at their initial values, "
-                             f"{label}: {compact(names)}")
-        if self.frozen:
-            lines.append(f"  froze {len(self.frozen)} target layer(s): {compact(self.frozen)}")
-        adapted = [f"{t['target']} {t['adapted']['in_channels'][0]}->{t['adapted']['in_channels'][1]} "
-                   f"({t['adapted']['policy']})" for t in self.transferred if t.get("adapted")]
-        if adapted:
-            lines.append(f"  ADAPTED input channels: {', '.join(adapted)}")
-        converted = sorted({t["conversion"] for t in self.transferred} - {"none (same framework)"})
-        if converted:
-            lines.append(f"  layouts converted: {'; '.join(converted)}")
-        for result in self.verification:
-            layers = result["layers"]
-            worst = max((c["rel_diff"] for c in layers if c["tolerance"] > 0), default=0.0)
-            stack = result["stack"]
-            lines.append(f"  verified ({result['stage']}): {sum(c['ok'] for c in layers)}/{len(layers)} layers"
-                         f" within {result['tolerance']['layer']:g} (worst {worst:.2g})"
-                         + (f"; stack at '{stack['target']}' {stack['rel_diff']:.2g}" if stack
-                            else f"; no stack check: {result.get('stack_note', '')}"))
-        lines += [f"  note: {n}" for n in self.notes]
-        lines += [f"  WARNING: {w}" for w in self.warnings]
-        if self.output:
-            lines.append(f"  wrote {self.output}")
-        return "\n".join(lines)
+
+def _check_dict(check: LayerCheck) -> dict[str, Any]:
+    return {**asdict(check), "ok": check.ok}
+
+
+def to_dict(report: Report) -> dict[str, Any]:
+    """The JSON record (keys documented in the README)."""
+    data = asdict(report)
+    data["transferred"] = [{**asdict(t), "notes": list(t.notes)} for t in report.transferred]
+    data["verification"] = [verification_dict(v) for v in report.verification]
+    data["ok"] = report.ok
+    return data
+
+
+def to_json(report: Report) -> str:
+    return json.dumps(to_dict(report), indent=2) + "\n"
+
+
+def summary(report: Report) -> str:
+    """A few lines a person reads at a glance; the JSON has the full table."""
+    verb = "would move" if report.checked_only else "moved"
+    lines = [f"transfer-weights: {verb} {len(report.transferred)} layers "
+             f"({report.params_moved:,} parameters) from {report.source} into {report.target}"]
+    for declared, label in ((True, "declared in skip"), (False, "NO RULE MATCHED")):
+        names = [s.layer for s in report.skipped if s.declared == declared]
+        if names:
+            lines.append(f"  skipped {len(names)} source layer(s), {label}: {compact(names)}")
+    for declared, label in ((True, "declared"), (False, "NOT DECLARED")):
+        names = [u.layer for u in report.untouched if u.declared == declared]
+        if names:
+            lines.append(f"  left {len(names)} target layer(s) at their initial values, {label}: {compact(names)}")
+    if report.frozen:
+        verb = "would freeze" if report.checked_only else "froze"
+        lines.append(f"  {verb} {len(report.frozen)} target layer(s): {compact(report.frozen)}")
+    adapted = [f"{t.target} {t.adapted['in_channels'][0]}->{t.adapted['in_channels'][1]} ({t.adapted['policy']})"
+               for t in report.transferred if t.adapted]
+    if adapted:
+        lines.append(f"  ADAPTED input channels: {', '.join(adapted)}")
+    converted = sorted({t.conversion for t in report.transferred} - {"none (same framework)"})
+    if converted:
+        lines.append(f"  layouts converted: {'; '.join(converted)}")
+    lines += [_verification_line(result) for result in report.verification]
+    lines += [f"  note: {n}" for n in report.notes]
+    lines += [f"  WARNING: {w}" for w in report.warnings]
+    if report.output:
+        lines.append(f"  wrote {report.output}")
+    return "\n".join(lines)
+
+
+def _verification_line(result: Verification) -> str:
+    worst = max((c.rel_diff for c in result.layers if c.tolerance > 0), default=0.0)
+    stack = (f"; stack at '{result.stack.target}' {result.stack.rel_diff:.2g}" if result.stack
+             else f"; no stack check: {result.stack_note}")
+    return (f"  verified ({result.stage}): {sum(c.ok for c in result.layers)}/{len(result.layers)} layers "
+            f"within {LAYER_TOLERANCE:g} (worst {worst:.2g}){stack}")
 
 
 def compact(names: list[str], keep: int = 6) -> str:
@@ -91,7 +200,6 @@ def compact(names: list[str], keep: int = 6) -> str:
     return ", ".join(names[:3]) + f", ... ({len(names) - 5} more), " + ", ".join(names[-2:])
 
 
-def error_report(error: Exception, exit_code: int) -> str:
+def error_dict(error: BaseException, exit_code: int) -> dict[str, Any]:
     """The JSON written to --report when a run fails, so CI jobs can read why."""
-    return json.dumps({"ok": False, "exit_code": exit_code, "error_type": type(error).__name__,
-                       "error": str(error)}, indent=2) + "\n"
+    return {"ok": False, "exit_code": exit_code, "error_type": type(error).__name__, "error": str(error)}

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from transfer.engine import Pair, pair_kind, convert_pair
+from transfer.adapter import Weights
 from transfer.errors import IncompatibleWeightsError, MappingError
 from transfer.layers import LayerSpec
-from transfer.mapping import _REGEX_CHARS, Mapping, ModelSpec, Rule, _Validator
+from transfer.mapping import Mapping, ModelSpec, Rule, is_regex, parse_model_spec
+from transfer.plan import Pair, convert_pair, pair_kind
 
 _KERAS_SUFFIXES = (".h5", ".keras")
 _TORCH_SUFFIXES = (".pth", ".pt", ".safetensors")
@@ -34,9 +35,7 @@ def parse_spec(text: str, role: str) -> ModelSpec:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise MappingError(f"{where}: not a valid YAML mapping: {exc}.") from exc
-        keys = ("framework", "model", "weights", "include_top", "batchnorm_epsilon", "preprocessing") \
-            if role == "source" else ("framework", "model", "file", "config", "preprocessing", "seed")
-        return _Validator(None, {}).model_spec(data, (role,), keys)
+        return parse_model_spec(data, role)
     path = Path(text)
     if path.suffix in _KERAS_SUFFIXES + _TORCH_SUFFIXES or path.exists():
         framework = "torch" if path.suffix in _TORCH_SUFFIXES else "keras"
@@ -107,7 +106,7 @@ def _align(sources: list[LayerSpec], targets: list[LayerSpec], fits: dict) -> li
     return matches
 
 
-def suggest(source: Any, target: Any, source_spec: ModelSpec, target_spec: ModelSpec) -> Draft:
+def suggest(source: Weights, target: Weights, source_spec: ModelSpec, target_spec: ModelSpec) -> Draft:
     """Align the weighted layers of a source and a target (both opened) into a draft."""
     sources, targets = list(source.layers().values()), list(target.layers().values())
     fits = {(i, j): options for i, s in enumerate(sources) for j, t in enumerate(targets)
@@ -157,7 +156,7 @@ def _quote(text: str) -> str:
 
 
 def _key(name: str) -> str:
-    return _quote(re.escape(name) if _REGEX_CHARS & set(name) else name)
+    return _quote(re.escape(name) if is_regex(name) else name)
 
 
 def _glob(name: str) -> str:
@@ -214,20 +213,14 @@ def render(draft: Draft, folder: Path, source_name: str, target_name: str) -> st
 
 def suggest_mapping(source_text: str, target_text: str, out: str | Path) -> Draft:
     """Open both SPECs, align them, and write the draft to `out` (atomically)."""
-    from transfer.api import _resolve_target
     from transfer.output import atomic_write_text
+    from transfer.resolve import open_target
     from transfer.sources import open_source
 
     source_spec, target_spec = parse_spec(source_text, "source"), parse_spec(target_text, "target")
-    holder = Mapping(source=source_spec, target=target_spec, rules=())
-    _, target = _resolve_target(holder, None)
-    source = open_source(source_spec)
-    try:
+    target = open_target(Mapping(source=source_spec, target=target_spec, rules=())).weights
+    with open_source(source_spec) as source:
         draft = suggest(source, target, source_spec, target_spec)
-    finally:
-        close = getattr(source, "close", None)
-        if close is not None:
-            close()
     out = Path(out)
     atomic_write_text(out, render(draft, out.resolve().parent, source.description, target.description))
     return draft

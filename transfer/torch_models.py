@@ -1,47 +1,40 @@
-"""Live torch modules: list weighted modules, read and write them through the state dict."""
+"""Live torch modules as adapters: list weighted modules, read and write them through the state
+dict, snapshot and restore (copies), freeze by name, save and reload."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from transfer import _frameworks
-from transfer.errors import IncompatibleWeightsError
-from transfer.layers import TORCH_IGNORED, Kind, LayerSpec, TensorSpec, torch_sort_key
+from transfer import _frameworks, kinds
+from transfer.adapter import Closing, Runnable, Snapshot
+from transfer.errors import CheckpointError, IncompatibleWeightsError
+from transfer.layers import TORCH_IGNORED, LayerSpec, TensorSpec, torch_sort_key
+from transfer.output import atomic_write, output_suffix
 
 
-def module_kind(module: Any) -> Kind:
-    nn = _frameworks.torch().nn
-    if isinstance(module, nn.ConvTranspose2d):
-        return "conv2d_transpose"
-    if isinstance(module, nn.Conv2d):
-        if module.groups == 1:
-            return "conv2d"
-        if module.groups == module.in_channels:
-            return "depthwise_conv2d"
-        return "other"  # grouped convolutions have no Keras Conv2D counterpart here
-    if isinstance(module, nn.Linear):
-        return "dense"
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        return "batchnorm"
-    return "other"
-
-
-def _own_tensors(module: Any) -> dict[str, Any]:
+def own_tensors(module: Any, counters: bool = False) -> dict[str, Any]:
+    """A module's own parameters and buffers (not its children's), canonical order; the
+    `num_batches_tracked` counter only with `counters`."""
     found = dict(module.named_parameters(recurse=False))
     found.update((n, b) for n, b in module.named_buffers(recurse=False)
-                 if b is not None and n not in TORCH_IGNORED)
+                 if b is not None and (counters or n not in TORCH_IGNORED))
     return dict(sorted(found.items(), key=lambda item: torch_sort_key(item[0])))
 
 
 def layer_specs(module: Any) -> dict[str, LayerSpec]:
+    """Every module that owns weights, by module path, in registration order."""
+    torch = _frameworks.torch()
     specs: dict[str, LayerSpec] = {}
     for name, sub in module.named_modules():
-        tensors = _own_tensors(sub)
+        tensors = own_tensors(sub)
         if not tensors:
             continue
-        kind = module_kind(sub)
+        kind = kinds.torch_module_kind(sub, torch)
         specs[name or "(root)"] = LayerSpec(
             name=name or "(root)", framework="torch", kind=kind,
             tensors=tuple(TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
@@ -52,14 +45,25 @@ def layer_specs(module: Any) -> dict[str, LayerSpec]:
     return specs
 
 
-class TorchModuleWeights:
+def load_state_file(path: Path) -> dict[str, Any]:
+    """A written `.pth`/`.pt`/`.safetensors` state dict, read safely (tensors only)."""
+    from transfer.sources.torch_files import load_torch_file, materialize, open_safetensors
+
+    entries = open_safetensors(path) if path.name.endswith(".safetensors") else load_torch_file(path)
+    return {key: materialize(value) for key, value in entries.items()}
+
+
+class TorchModuleWeights(Closing):
     """Reads and writes the weights of a live `torch.nn.Module` by module path."""
 
     framework = "torch"
 
-    def __init__(self, module: Any, description: str | None = None):
+    def __init__(self, module: Any, description: str | None = None, path: Path | None = None,
+                 preprocessing: str | None = None):
         self.model = module
         self.description = description or f"torch module {type(module).__name__}"
+        self.path = path
+        self.preprocessing = preprocessing
         self._specs: dict[str, LayerSpec] | None = None
 
     def layers(self) -> dict[str, LayerSpec]:
@@ -71,7 +75,8 @@ class TorchModuleWeights:
         return self.model if name == "(root)" else self.model.get_submodule(name)
 
     def read(self, name: str) -> list[np.ndarray]:
-        return [t.detach().cpu().numpy() for t in _own_tensors(self._module(name)).values()]
+        """Copies: a caller may hold them while the module changes."""
+        return [t.detach().cpu().numpy().copy() for t in own_tensors(self._module(name)).values()]
 
     def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
         """Load the updates through `load_state_dict(strict=False)`, and check that every key
@@ -87,7 +92,56 @@ class TorchModuleWeights:
             raise IncompatibleWeightsError(
                 f"{self.description} did not accept the keys {sorted(result.unexpected_keys)}.")
 
+    def snapshot(self, names: Iterable[str]) -> Snapshot:
+        """Clones of every parameter and buffer of the named modules (BatchNorm's counter
+        included), and every parameter's `requires_grad`."""
+        snapshot = Snapshot([(p, bool(p.requires_grad)) for p in self.model.parameters()])
+        for name in names:
+            snapshot.put(name, [t.detach().clone() for t in own_tensors(self._module(name), True).values()])
+        return snapshot
+
+    def restore(self, snapshot: Snapshot) -> None:
+        torch = _frameworks.torch()
+        with torch.no_grad():
+            for name in snapshot.names():
+                for live, saved in zip(own_tensors(self._module(name), True).values(), snapshot.get(name)):
+                    live.copy_(saved)
+        for parameter, requires_grad in snapshot.flags:
+            parameter.requires_grad_(requires_grad)
+
     def freeze(self, names: list[str]) -> None:
         for name in names:
             for parameter in self._module(name).parameters(recurse=False):
                 parameter.requires_grad_(False)
+
+    def save(self, path: Path, check: Callable[[Path], None] | None = None) -> None:
+        """`.safetensors` or `.pth`/`.pt` (a state dict), written atomically."""
+        suffix = output_suffix(path, self.framework)
+        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
+        if suffix == ".safetensors":
+            from safetensors.torch import save_file
+
+            atomic_write(path, suffix, lambda temporary: save_file(state, str(temporary)), check)
+            return
+        torch = _frameworks.torch()
+
+        def write(temporary: Path) -> None:
+            # A file object, not a path: torch names the zip's inner folder after a path's
+            # stem, which would put our random temporary name into the bytes.
+            with open(temporary, "wb") as file:
+                torch.save(state, file)
+
+        atomic_write(path, suffix, write, check)
+
+    def reload(self, path: Path) -> TorchModuleWeights:
+        """A copy of the module holding the state dict read back from `path` (strictly)."""
+        clone = copy.deepcopy(self.model)
+        try:
+            clone.load_state_dict(load_state_file(path))
+        except RuntimeError as exc:  # missing/unexpected keys or shapes: the file does not fit
+            raise CheckpointError(f"{path}: does not fit {self.description}: "
+                                  f"{str(exc).splitlines()[0]}") from exc
+        return TorchModuleWeights(clone, f"{self.description}, reloaded from {path.name}", path=path)
+
+    def runnable(self) -> Runnable:
+        return self.model, ""

@@ -2,73 +2,31 @@
 input in both frameworks and compared.
 
 Per layer, the reference is computed from the *source* tensors as read from the source, with
-the source framework's own op; the candidate from the tensors now in the *target* model, with
-the target framework's op (for a pair within one framework the tensors must be identical).
-Where the mapping covers a contiguous stack from the input (every weighted layer before the
-last mapped one is mapped, on both sides) and the source is runnable, the two models' outputs
-at that layer are compared too. Fast-math (TF32) is switched off while checking.
+the source framework's op (from the kind table); the candidate from the tensors now in the
+*target* model, with the target framework's op (for a pair within one framework the tensors
+must be identical). Where the mapping covers a contiguous stack from the input (every weighted
+layer before the last mapped one is mapped, on both sides) and the source is runnable, the two
+models' outputs at that layer are compared too; when they differ, the outputs at every mapped
+layer are compared to name the first one that diverges. What cannot run is said in
+`stack_note`, never raised. Fast-math (TF32) is switched off while checking.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
-from transfer import _frameworks, layout
-from transfer.engine import Pair, WeightTarget, adapted_channels, convert_pair, flatten_of, input_axis
-from transfer.errors import VerificationError
+from transfer import _frameworks, kinds, layout
+from transfer.adapter import Runnable, Weights
+from transfer.errors import TransferWeightsError
+from transfer.plan import Pair, adapted_channels, convert_pair, flatten_of, input_axis
+from transfer.report import LAYER_TOLERANCE, STACK_TOLERANCE, LayerCheck, Verification
 
-LAYER_TOLERANCE = 1e-5  # relative max-abs difference, float32
-STACK_TOLERANCE = 1e-4  # errors of many layers add up
 PROBE_SEED = 20_240_613
-
-
-@dataclass
-class Check:
-    source: str
-    target: str
-    method: str
-    max_abs_diff: float
-    rel_diff: float
-    tolerance: float
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.rel_diff <= self.tolerance)
-
-
-@dataclass
-class Verification:
-    stage: str
-    layers: list[Check] = field(default_factory=list)
-    stack: Check | None = None
-    stack_note: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return all(c.ok for c in self.layers) and (self.stack is None or self.stack.ok)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {"stage": self.stage, "ok": self.ok,
-                "tolerance": {"layer": LAYER_TOLERANCE, "stack": STACK_TOLERANCE, "measure": "max|a-b| / max|reference|"},
-                "layers": [{**asdict(c), "ok": c.ok} for c in self.layers],
-                "stack": {**asdict(self.stack), "ok": self.stack.ok} if self.stack else None}
-        if self.stack_note:
-            data["stack_note"] = self.stack_note
-        return data
-
-    def raise_if_failed(self, where: str) -> None:
-        failed = [c for c in self.layers if not c.ok] + ([self.stack] if self.stack and not self.stack.ok else [])
-        if failed:
-            first = failed[0]
-            raise VerificationError(
-                f"{where}: verification failed ({self.stage}): first diverging layer '{first.target}' "
-                f"(from '{first.source}', {first.method}): relative difference {first.rel_diff:.3g} > "
-                f"{first.tolerance:g}, max abs {first.max_abs_diff:.3g}; {len(failed)} check(s) failed.")
 
 
 def _rel(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
@@ -101,120 +59,88 @@ def exact_math() -> Iterator[None]:
             tf.config.experimental.enable_tensor_float_32_execution(tf_saved)
 
 
-def verify_transfer(pairs: list[Pair], source: Any, target: WeightTarget, stage: str,
-                    source_model: Any = None) -> Verification:
-    """Check every pair, then the stack when it applies. Raises nothing; see `.ok`."""
+def verify_transfer(pairs: list[Pair], source: Weights, target: Weights, stage: str,
+                    runnable: Runnable = (None, "no runnable source model")) -> Verification:
+    """Check every pair, then the stack when it applies. Raises nothing; see `.ok`.
+    `runnable` is `source.runnable()`, computed once by the caller for all stages."""
     result = Verification(stage)
     rng = np.random.default_rng(PROBE_SEED)
+    source_model, why_not = runnable
     with exact_math():
         for pair in pairs:
             result.layers.append(_check_layer(pair, source.read(pair.source.name),
                                               target.read(pair.target.name), rng))
         if source_model is None:
-            result.stack_note = "no runnable source model (a weights file of an unknown architecture)"
-            return result
-        if any(pair.rule.adapt for pair in pairs):
+            result.stack_note = why_not or "no runnable source model"
+        elif any(pair.rule.adapt for pair in pairs):
             result.stack_note = "input channels adapted: the two models take different inputs"
-            return result
-        stack = _stack_layers(pairs, _layer_order(source_model), target)
-        if isinstance(stack, str):
-            result.stack_note = stack
         else:
-            result.stack = _check_stack(stack, source_model, target.model)
+            _stack(result, pairs, source_model, target, why_not)
     return result
 
 
+def _stack(result: Verification, pairs: list[Pair], source_model: Any, target: Weights, note: str) -> None:
+    """The stack check and, when it fails, the layer where the two models first diverge."""
+    try:
+        order = _layer_order(source_model)
+        stack = _stack_pairs(pairs, order, target)
+        if isinstance(stack, str):
+            result.stack_note = stack
+            return
+        result.stack_note = note
+        probe = _stack_probe(source_model, target.model)
+        result.stack = _compare_outputs(stack[-1:], source_model, target.model, probe,
+                                        "model outputs at the last mapped layer")[0]
+        if not result.stack.ok:
+            result.localized = _first_divergence(stack, source_model, target.model, probe)
+    except (TransferWeightsError, ValueError, TypeError, RuntimeError, KeyError, AttributeError) as exc:
+        # the models could not be run side by side: say so; the layer checks stand
+        result.stack = None
+        result.stack_note = f"the stack check could not run: {type(exc).__name__}: {str(exc)[:300]}"
+
+
 def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: list[np.ndarray],
-                 rng: np.random.Generator) -> Check:
+                 rng: np.random.Generator) -> LayerCheck:
     source, target = pair.source, pair.target
-    if source.framework == target.framework:
+    if not pair.cross_framework:
         expected = convert_pair(pair, source_arrays)
         diffs = [_rel(e.astype(t.dtype), t) for e, t in zip(expected, target_arrays)]
+        if len(expected) != len(target_arrays):
+            diffs.append((float("inf"), float("inf")))
         worst = max(diffs, key=lambda d: d[1]) if diffs else (0.0, 0.0)
-        return Check(source.name, target.name, "tensors compared", worst[0], worst[1], 0.0)
+        return LayerCheck(source.name, target.name, "tensors compared", worst[0], worst[1], 0.0)
     adapted = adapted_channels(pair)
     if adapted:  # the reference applies the same declared adaptation, in the source's layout
         axis = input_axis(pair.kind, source.framework)
-        source_arrays = [layout.adapt_in_channels(source_arrays[0], axis, adapted[1], pair.rule.adapt),
+        source_arrays = [layout.adapt_in_channels(source_arrays[0], axis, adapted[1], str(pair.rule.adapt)),
                          *source_arrays[1:]]
-    probe = _probe(pair, target_arrays, rng)
-    reference = _apply(source.framework, pair, source, source_arrays, probe)
-    candidate = _apply(target.framework, pair, target, target_arrays, probe)
+    entry = kinds.kind(pair.kind)
+    context = kinds.PairContext(source, target, flatten_of(pair) if pair.kind == "dense" else None,
+                                adapted[1] if adapted else None)
+    probe = rng.normal(size=(2, *entry.probe_shape(context))).astype(np.float32)
+    reference = _apply(entry, source.framework, source_arrays, probe, _epsilon(pair, source))
+    candidate = _apply(entry, target.framework, target_arrays, probe, _epsilon(pair, target))
     diff, rel = _rel(reference, candidate)
-    return Check(source.name, target.name, f"{pair.kind} on a probe, {source.framework} vs {target.framework}",
-                 diff, rel, LAYER_TOLERANCE)
+    return LayerCheck(source.name, target.name, f"{pair.kind} on a probe, {source.framework} vs {target.framework}",
+                      diff, rel, LAYER_TOLERANCE)
 
 
-def _keras_side(pair: Pair) -> Any:
-    return pair.target if pair.target.framework == "keras" else pair.source
-
-
-def _probe(pair: Pair, target_arrays: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """A channels-last probe the layer accepts (built from the Keras side's kernel shape)."""
-    shape = list(_keras_side(pair).tensors[0].shape)
-    adapted = adapted_channels(pair)
-    if adapted:
-        shape[2] = adapted[1]
-    if pair.kind in ("conv2d", "depthwise_conv2d"):
-        return rng.normal(size=(2, shape[0] + 3, shape[1] + 4, shape[2])).astype(np.float32)
-    if pair.kind == "conv2d_transpose":
-        return rng.normal(size=(2, 4, 5, shape[3])).astype(np.float32)
-    if pair.kind == "batchnorm":
-        return rng.normal(size=(2, 3, 3, shape[0])).astype(np.float32)
-    if pair.kind == "dense":
-        flatten = flatten_of(pair)
-        size = (2, *flatten) if flatten else (2, shape[0])
-        return rng.normal(size=size).astype(np.float32)
-    raise VerificationError(f"no probe is defined for {pair.kind} layers.")
-
-
-def _apply(framework: str, pair: Pair, spec: Any, arrays: list[np.ndarray], probe: np.ndarray) -> np.ndarray:
+def _apply(entry: kinds.LayerKind, framework: str, arrays: list[np.ndarray], probe: np.ndarray,
+           epsilon: float | None) -> np.ndarray:
     """Run one layer's op in `framework` on the channels-last probe; return channels-last."""
-    arrays = [np.asarray(a, np.float32) for a in arrays]
-    return _apply_torch(pair, spec, arrays, probe) if framework == "torch" else _apply_keras(pair, spec, arrays, probe)
-
-
-def _apply_torch(pair: Pair, spec: Any, arrays: list[np.ndarray], probe: np.ndarray) -> np.ndarray:
+    arrays = [np.ascontiguousarray(a, np.float32) for a in arrays]
+    if framework == "keras":
+        return _np(entry.keras_op(_frameworks.keras().ops, arrays, probe, epsilon))
     torch = _frameworks.torch()
-    functional = torch.nn.functional
-    tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in arrays]
-    weight, bias = tensors[0], (tensors[1] if len(tensors) > 1 else None)
-    if pair.kind == "dense":
-        x = torch.from_numpy(probe)
-        if x.ndim == 4:
-            x = torch.flatten(x.permute(0, 3, 1, 2), 1)  # torch flattens CHW
-        return functional.linear(x, weight, bias).numpy()
-    x = torch.from_numpy(np.ascontiguousarray(probe.transpose(0, 3, 1, 2)))
+    tensors = [torch.from_numpy(a) for a in arrays]
+    spatial = probe.ndim == 4
+    x = torch.from_numpy(np.ascontiguousarray(probe.transpose(0, 3, 1, 2) if spatial else probe))
     with torch.no_grad():
-        if pair.kind == "conv2d":
-            y = functional.conv2d(x, weight, bias)
-        elif pair.kind == "depthwise_conv2d":
-            y = functional.conv2d(x, weight, bias, groups=x.shape[1])
-        elif pair.kind == "conv2d_transpose":
-            y = functional.conv_transpose2d(x, weight, bias)
-        else:
-            y = functional.batch_norm(x, tensors[2], tensors[3], weight, bias, False, 0.0, _epsilon(pair, spec))
-    return y.numpy().transpose(0, 2, 3, 1)
+        y = entry.torch_op(torch.nn.functional, tensors, x, epsilon).numpy()
+    return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
 
 
-def _apply_keras(pair: Pair, spec: Any, arrays: list[np.ndarray], probe: np.ndarray) -> np.ndarray:
-    ops = _frameworks.keras().ops
-    kernel, bias = arrays[0], (arrays[1] if len(arrays) > 1 else None)
-    if pair.kind == "dense":
-        y = ops.matmul(ops.reshape(probe, (probe.shape[0], -1)), kernel)  # Keras flattens HWC
-    elif pair.kind == "conv2d":
-        y = ops.conv(probe, kernel, strides=1, padding="valid")
-    elif pair.kind == "depthwise_conv2d":
-        y = ops.depthwise_conv(probe, kernel, strides=1, padding="valid")
-    elif pair.kind == "conv2d_transpose":
-        y = ops.conv_transpose(probe, kernel, strides=1, padding="valid")
-    else:
-        return _np(ops.batch_normalization(probe, arrays[2], arrays[3], axis=-1, offset=arrays[1],
-                                           scale=arrays[0], epsilon=_epsilon(pair, spec)))
-    return _np(y + bias if bias is not None else y)
-
-
-def _epsilon(pair: Pair, spec: Any) -> float:
+def _epsilon(pair: Pair, spec: Any) -> float | None:
     """A side's BatchNorm epsilon; an unknown one (a Keras weights file) is the other side's,
     which is what the transfer assumed (and reported)."""
     other = pair.target if spec is pair.source else pair.source
@@ -222,47 +148,55 @@ def _epsilon(pair: Pair, spec: Any) -> float:
 
 
 def _np(tensor: Any) -> np.ndarray:
-    keras = _frameworks.keras()
-    return np.asarray(keras.ops.convert_to_numpy(tensor))
+    return np.asarray(_frameworks.keras().ops.convert_to_numpy(tensor))
+
+
+def _is_keras(model: Any) -> bool:
+    return _frameworks.framework_of(model) == "keras"
 
 
 def _layer_order(model: Any) -> list[str]:
     """Weighted layers in the model's own order (files such as safetensors sort their keys)."""
-    if _is_keras(model):
-        from transfer.keras_models import iter_weighted_layers
+    from transfer.adapter import adapter_for
 
-        return [name for name, _ in iter_weighted_layers(model)]
-    from transfer.torch_models import layer_specs
-
-    return list(layer_specs(model))
+    return list(adapter_for(model).layers())
 
 
-def _stack_layers(pairs: list[Pair], source_order: list[str], target: WeightTarget) -> Pair | str:
-    """The last pair of the longest mapped prefix on both sides, or why there is none."""
+def _stack_pairs(pairs: list[Pair], source_order: list[str], target: Weights) -> list[Pair] | str:
+    """The pairs of the longest mapped prefix on both sides, in source order, or why there are none."""
     mapped_sources = {p.source.name: p for p in pairs}
     mapped_targets = {p.target.name for p in pairs}
-    last: Pair | None = None
+    stack: list[Pair] = []
     for name in source_order:
         if name not in mapped_sources:
             break
-        last = mapped_sources[name]
-    if last is None:
+        stack.append(mapped_sources[name])
+    if not stack:
         return "the first weighted source layer is not mapped"
     target_names = list(target.layers())
-    prefix = target_names[: target_names.index(last.target.name) + 1]
+    prefix = target_names[: target_names.index(stack[-1].target.name) + 1]
     if not all(name in mapped_targets for name in prefix):
-        return f"target layers in front of '{last.target.name}' are not mapped"
-    return last
+        return f"target layers in front of '{stack[-1].target.name}' are not mapped"
+    return stack
 
 
-def _check_stack(last: Pair, source_model: Any, target_model: Any) -> Check:
-    probe = _stack_probe(source_model, target_model)
-    reference = _layer_output(source_model, last.source.name, probe)
-    candidate = _layer_output(target_model, last.target.name, probe)
-    reference, candidate = _same_activation(last, source_model, target_model, reference, candidate)
-    diff, rel = _rel(reference, candidate)
-    return Check(last.source.name, last.target.name, "model outputs at the last mapped layer",
-                 diff, rel, STACK_TOLERANCE)
+def _compare_outputs(pairs: list[Pair], source_model: Any, target_model: Any, probe: np.ndarray,
+                     method: str = "model outputs at the layer") -> list[LayerCheck]:
+    references = _layer_outputs(source_model, [p.source.name for p in pairs], probe)
+    candidates = _layer_outputs(target_model, [p.target.name for p in pairs], probe)
+    checks = []
+    for pair, reference, candidate in zip(pairs, references, candidates):
+        reference, candidate = _same_activation(pair, source_model, target_model, reference, candidate)
+        diff, rel = _rel(reference, candidate)
+        checks.append(LayerCheck(pair.source.name, pair.target.name, method, diff, rel, STACK_TOLERANCE))
+    return checks
+
+
+def _first_divergence(stack: list[Pair], source_model: Any, target_model: Any, probe: np.ndarray) -> list[LayerCheck]:
+    """Outputs at every mapped layer of the stack, up to and including the first that differs."""
+    checks = _compare_outputs(stack, source_model, target_model, probe)
+    first = next((i for i, c in enumerate(checks) if not c.ok), len(checks) - 1)
+    return checks[: first + 1]
 
 
 def _stack_probe(source_model: Any, target_model: Any) -> np.ndarray:
@@ -280,40 +214,46 @@ def _stack_probe(source_model: Any, target_model: Any) -> np.ndarray:
     return np.random.default_rng(PROBE_SEED + 1).normal(0, 1, size=(1, height, width, channels)).astype(np.float32)
 
 
-def _is_keras(model: Any) -> bool:
-    keras = sys.modules.get("keras")
-    return keras is not None and isinstance(model, keras.Model)
-
-
-def _layer_output(model: Any, name: str, probe: np.ndarray) -> np.ndarray:
+def _layer_outputs(model: Any, names: list[str], probe: np.ndarray) -> list[np.ndarray]:
+    """Outputs of the named layers on one probe, channels last, in one forward pass."""
     if _is_keras(model):
         keras = _frameworks.keras()
-        layer = model.get_layer(name)
-        output = layer.output[0] if isinstance(layer.output, (list, tuple)) else layer.output
-        return _np(keras.Model(model.input, output)(probe, training=False))
+        outputs = []
+        for name in names:
+            output = model.get_layer(name).output
+            outputs.append(output[0] if isinstance(output, (list, tuple)) else output)
+        values = keras.Model(model.input, outputs)(probe, training=False)
+        return [_np(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
     torch = _frameworks.torch()
-    captured: list[Any] = []
-    # clone: an in-place ReLU after the module would otherwise overwrite what we captured
-    handle = model.get_submodule(name).register_forward_hook(
-        lambda module, inputs, output: captured.append(output.detach().clone()))
+    captured: dict[str, Any] = {}
+
+    def hook(name: str) -> Any:
+        def keep(module: Any, inputs: Any, output: Any) -> None:  # None: a returned value would replace the output
+            # clone: an in-place ReLU after the module would otherwise overwrite what we captured
+            captured.setdefault(name, output.detach().clone())
+        return keep
+
+    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in names]
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
             model(torch.from_numpy(np.ascontiguousarray(probe.transpose(0, 3, 1, 2))))
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
-    return captured[0].numpy().transpose(0, 2, 3, 1) if captured[0].ndim == 4 else captured[0].numpy()
+    return [captured[n].numpy().transpose(0, 2, 3, 1) if captured[n].ndim == 4 else captured[n].numpy()
+            for n in names]
 
 
-def _same_activation(last: Pair, source_model: Any, target_model: Any, reference: np.ndarray,
+def _same_activation(pair: Pair, source_model: Any, target_model: Any, reference: np.ndarray,
                      candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Keras convs and denses may hold their activation; torch modules never do. Apply the
     Keras layer's activation to the torch side's output so like is compared with like."""
     if _is_keras(source_model) == _is_keras(target_model):
         return reference, candidate
-    keras_model, name = (source_model, last.source.name) if _is_keras(source_model) else (target_model, last.target.name)
+    keras_model, name = (source_model, pair.source.name) if _is_keras(source_model) else (target_model, pair.target.name)
     activation = getattr(keras_model.get_layer(name), "activation", None)
     if activation is None:
         return reference, candidate

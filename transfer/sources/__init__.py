@@ -1,8 +1,9 @@
 """Weight sources: where the source layers and tensors come from.
 
-Every source offers `layers()` (metadata only, nothing read) and `read(layer)` (that layer's
-tensors as numpy arrays, in the framework's own order), plus `path`, `description`,
-`framework` and `preprocessing`.
+`open_source(spec)` turns a mapping's `source:` (paths resolved) into a `Weights` adapter:
+a file reader (legacy `.h5`, Keras 3 `.weights.h5`, `.pth`, `.safetensors`) or a live model
+(a `.keras` file, or a Keras 3 weights file restored into its known architecture). Where the
+architecture is known, the adapter can also build a runnable model for the stack check.
 """
 
 from __future__ import annotations
@@ -10,45 +11,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import sys
 from pathlib import Path
-from typing import Any, Protocol
-
-import numpy as np
+from typing import Any
 
 from transfer import _frameworks
+from transfer.adapter import Runnable, Weights
 from transfer.errors import CheckpointError, MappingError
-from transfer.keras_models import KerasModelWeights
-from transfer.layers import LayerSpec
+from transfer.keras_models import KerasModelWeights, load_keras_file
 from transfer.mapping import ModelSpec
 from transfer.sources.keras_files import KerasV3WeightsSource, LegacyH5Source, is_legacy_h5, open_h5
-from transfer.sources.known_models import KERAS_APPLICATIONS, TORCHVISION_MODELS
-from transfer.sources.torch_files import StateDictSource, load_torch_file, materialize, open_safetensors
-from transfer.torch_models import TorchModuleWeights
+from transfer.sources.known_models import KERAS_APPLICATIONS, TORCHVISION_MODELS, KerasApplication, TorchvisionModel
+from transfer.sources.torch_files import StateDictSource, first_line, load_torch_file, materialize, open_safetensors
 
-__all__ = ["Source", "open_source", "source_from_object", "load_keras_file"]
+__all__ = ["open_source", "package_file"]
 
 OFFLINE_HINT = ("If this machine is offline, pass a local copy instead: `--source-weights PATH` "
                 "on the command line, or `weights: PATH` in the mapping's source.")
-
-
-class Source(Protocol):
-    framework: str
-    description: str
-
-    def layers(self) -> dict[str, LayerSpec]: ...
-
-    def read(self, name: str) -> list[np.ndarray]: ...
-
-
-def source_from_object(obj: Any) -> Source:
-    """A live Keras model or torch module as a source."""
-    if "torch" in sys.modules and isinstance(obj, sys.modules["torch"].nn.Module):
-        return TorchModuleWeights(obj)
-    if "keras" in sys.modules and isinstance(obj, sys.modules["keras"].Model):
-        return KerasModelWeights(obj)
-    raise MappingError(f"expected a source path, a known model name, a keras.Model or a "
-                       f"torch.nn.Module; received {type(obj).__name__}.")
 
 
 def package_file(reference: str) -> Path:
@@ -68,7 +46,7 @@ def package_file(reference: str) -> Path:
     return path
 
 
-def open_source(spec: ModelSpec) -> Source:
+def open_source(spec: ModelSpec) -> Weights:
     """Open the source a mapping's `source:` describes (paths already resolved)."""
     weights = spec.weights or ""
     if weights.startswith("pkg:"):
@@ -78,7 +56,7 @@ def open_source(spec: ModelSpec) -> Source:
     return _torch_source(spec)
 
 
-def _keras_source(spec: ModelSpec) -> Source:
+def _keras_source(spec: ModelSpec) -> Weights:
     app = KERAS_APPLICATIONS.get(spec.model or "")
     if spec.model and app is None and not spec.weights:
         raise MappingError(f"source.model: unknown Keras model '{spec.model}'; known: "
@@ -94,44 +72,48 @@ def _keras_source(spec: ModelSpec) -> Source:
         if app is None:
             raise MappingError("source: `weights: imagenet` needs a known `model` "
                                f"({', '.join(KERAS_APPLICATIONS)}).")
-        return LegacyH5Source(_download_keras(app, spec.include_top), preprocessing, epsilon)
+        path = _download_keras(app, spec.include_top)
+        return _legacy_h5(path, open_h5(path), app, preprocessing, epsilon)
     path = Path(weights)
     if path.suffix == ".keras":
-        source = KerasModelWeights(load_keras_file(path), f"Keras model file {path}")
-        source.path = path  # type: ignore[attr-defined]
-        return source
+        return KerasModelWeights(load_keras_file(path), f"Keras model file {path}", path=path,
+                                 preprocessing=preprocessing)
     file = open_h5(path)  # opened once: the source keeps reading from it
-    if is_legacy_h5(file):
-        return LegacyH5Source(path, preprocessing, epsilon, file=file)
+    if is_legacy_h5(file, path):
+        return _legacy_h5(path, file, app, preprocessing, epsilon)
     if app is None:
         return KerasV3WeightsSource(path, preprocessing, epsilon, file=file)
     file.close()
     # A Keras 3 weights file names layers by class counters; with a known architecture,
     # let Keras restore it into that model so the layers get their real names.
-    keras = _frameworks.keras()
-    model = getattr(keras.applications, app.builder)(weights=None, include_top=spec.include_top)
+    model = _keras_application(app, include_top=spec.include_top)
     try:
         model.load_weights(str(path))
-    except (ValueError, OSError, KeyError) as exc:
+    except Exception as exc:  # Keras raises ValueError, KeyError, OSError and more here
         raise CheckpointError(f"{path}: does not hold Keras {spec.model} weights "
-                              f"(include_top={spec.include_top}): {exc}") from exc
-    source = KerasModelWeights(model, f"Keras {spec.model} weights {path}")
-    source.path = path  # type: ignore[attr-defined]
+                              f"(include_top={spec.include_top}): {first_line(exc)}") from exc
+    return KerasModelWeights(model, f"Keras {spec.model} weights {path}", path=path, preprocessing=preprocessing)
+
+
+def _keras_application(app: KerasApplication, include_top: bool) -> Any:
+    return getattr(_frameworks.keras().applications, app.builder)(weights=None, include_top=include_top)
+
+
+def _legacy_h5(path: Path, file: Any, app: KerasApplication | None, preprocessing: str | None,
+               epsilon: tuple[float, str] | None) -> LegacyH5Source:
+    source = LegacyH5Source(path, preprocessing, epsilon, file=file)
+    if app is not None:
+        source.runnable_factory = lambda: _restored_application(app, source)
     return source
 
 
-def load_keras_file(path: Path) -> Any:
-    """Load a `.keras` model in safe mode (no lambda or arbitrary code deserialised)."""
-    keras = _frameworks.keras()
-    from transfer.targets.keras_pooling import CUSTOM_OBJECTS
-
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file.")
+def _restored_application(app: KerasApplication, source: LegacyH5Source) -> Runnable:
+    model = _keras_application(app, include_top="predictions" in source.layers())
     try:
-        return keras.saving.load_model(path, custom_objects=CUSTOM_OBJECTS, compile=False,
-                                       safe_mode=True)
-    except Exception as exc:  # keras raises many types here; all mean "not a loadable model"
-        raise CheckpointError(f"{path}: cannot load the Keras model: {exc}") from exc
+        model.load_weights(str(source.path))
+    except Exception as exc:  # a file of another layout: say so, do not guess
+        return None, f"the source file does not restore keras.applications.{app.builder}: {first_line(exc)}"
+    return model, ""
 
 
 def _download_keras(app: Any, include_top: bool) -> Path:
@@ -145,7 +127,7 @@ def _download_keras(app: Any, include_top: bool) -> Path:
                               f"{OFFLINE_HINT}") from exc
 
 
-def _torch_source(spec: ModelSpec) -> Source:
+def _torch_source(spec: ModelSpec) -> Weights:
     known = TORCHVISION_MODELS.get(spec.model or "")
     if spec.model and known is None and not spec.weights:
         raise MappingError(f"source.model: unknown torchvision model '{spec.model}'; known: "
@@ -166,7 +148,30 @@ def _torch_source(spec: ModelSpec) -> Source:
     else:
         path = Path(weights)
     tensors = open_safetensors(path) if path.suffix == ".safetensors" else load_torch_file(path)
-    return StateDictSource(path, tensors, epsilon, origin, preprocessing)
+    source = StateDictSource(path, tensors, epsilon, origin, preprocessing)
+    if known is not None:
+        source.runnable_factory = lambda: _restored_torchvision(known, source)
+    return source
+
+
+def _restored_torchvision(known: TorchvisionModel, source: StateDictSource) -> Runnable:
+    """torchvision's model holding the file's tensors. Keys the file lacks (a state dict
+    without the classifier, say) stay at their initial values and are named in the note;
+    the stack check only runs through layers the mapping moved, which the file has."""
+    if _frameworks.triton_crash_risk():
+        return None, "torchvision cannot be imported after TensorFlow here (see README)"
+    model = getattr(_frameworks.torchvision().models, known.builder)(weights=None)
+    state = {key: materialize(tensor) for key, tensor in source.tensors.items()}
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes that do not fit torchvision's model
+        return None, f"the source file does not fit torchvision's {known.builder}: {first_line(exc)}"
+    if result.unexpected_keys:
+        return None, (f"the source file has keys torchvision's {known.builder} lacks "
+                      f"({', '.join(sorted(result.unexpected_keys)[:3])}, ...)")
+    missing = sorted({key.rsplit(".", 1)[0] for key in result.missing_keys if not key.endswith("num_batches_tracked")})
+    note = f"modules absent from the file left at their initial values: {', '.join(missing)}" if missing else ""
+    return model.eval(), note
 
 
 def _download_torchvision(known: Any) -> Path:
@@ -188,28 +193,3 @@ def _download_torchvision(known: Any) -> Path:
     except Exception as exc:  # urllib and hash failures arrive as several types
         raise CheckpointError(f"could not download {url}: {exc}. {OFFLINE_HINT}") from exc
     return path
-
-
-def runnable_model(source: Any, spec: ModelSpec) -> tuple[Any, str]:
-    """The source as a model that can run (for the stack check), or None and why not."""
-    if isinstance(source, (KerasModelWeights, TorchModuleWeights)):
-        return source.model, ""
-    layers = source.layers()
-    if isinstance(source, LegacyH5Source) and spec.model in KERAS_APPLICATIONS:
-        keras = _frameworks.keras()
-        app = KERAS_APPLICATIONS[spec.model]
-        model = getattr(keras.applications, app.builder)(weights=None, include_top="predictions" in layers)
-        try:
-            model.load_weights(str(source.path))
-        except (ValueError, OSError) as exc:  # a file of another layout: say so, do not guess
-            return None, f"the source file does not restore keras.applications.{app.builder}: {exc}"
-        return model, ""
-    if isinstance(source, StateDictSource) and spec.model in TORCHVISION_MODELS:
-        if _frameworks.triton_crash_risk():
-            return None, "torchvision cannot be imported after TensorFlow here (see README)"
-        builder = getattr(_frameworks.torchvision().models, TORCHVISION_MODELS[spec.model].builder)
-        model = builder(weights=None)
-        state = {key: materialize(tensor) for key, tensor in source.tensors.items()}
-        model.load_state_dict(state)
-        return model.eval(), ""
-    return None, "no runnable source model (a weights file of an unknown architecture)"

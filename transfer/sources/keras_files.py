@@ -10,8 +10,13 @@ from typing import Any
 import h5py
 import numpy as np
 
+from transfer import kinds
+from transfer.adapter import ReadOnlyWeights
 from transfer.errors import CheckpointError
-from transfer.layers import LayerSpec, TensorSpec, infer_keras_kind
+from transfer.layers import LayerSpec, TensorSpec
+
+# What h5py raises on damaged files, besides OSError: broken attributes, links and headers.
+H5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, UnicodeDecodeError)
 
 
 def open_h5(path: Path) -> h5py.File:
@@ -19,7 +24,7 @@ def open_h5(path: Path) -> h5py.File:
         raise CheckpointError(f"{path}: no such file.")
     try:
         return h5py.File(path, "r")
-    except OSError as exc:
+    except H5_ERRORS as exc:
         raise CheckpointError(f"{path}: not a readable HDF5 file (truncated or corrupt?): {exc}.") from exc
 
 
@@ -35,9 +40,13 @@ def _chunked_attr(group: h5py.Group, name: str) -> list[str]:
     return [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values]
 
 
-def is_legacy_h5(file: h5py.File) -> bool:
-    root = file["model_weights"] if "model_weights" in file else file
-    return "layer_names" in root.attrs or "layer_names0" in root.attrs
+def is_legacy_h5(file: h5py.File, path: Path) -> bool:
+    try:
+        root = file["model_weights"] if "model_weights" in file else file
+        return "layer_names" in root.attrs or "layer_names0" in root.attrs
+    except H5_ERRORS as exc:
+        file.close()
+        raise CheckpointError(f"{path}: unreadable HDF5 structure (truncated or corrupt?): {exc}.") from exc
 
 
 def _short_weight_name(layer: str, weight: str) -> str:
@@ -48,7 +57,7 @@ def _short_weight_name(layer: str, weight: str) -> str:
     return base
 
 
-class _H5Source:
+class _H5Source(ReadOnlyWeights):
     framework = "keras"
 
     def __init__(self, path: Path, description: str, preprocessing: str | None,
@@ -63,7 +72,7 @@ class _H5Source:
 
     def _add(self, name: str, short_names: list[str], datasets: list[h5py.Dataset]) -> None:
         shapes = [tuple(int(d) for d in ds.shape) for ds in datasets]
-        kind = infer_keras_kind(short_names, shapes)
+        kind = kinds.keras_file_kind(short_names, shapes)
         self._datasets[name] = datasets
         self._specs[name] = LayerSpec(
             name=name, framework="keras", kind=kind,
@@ -79,7 +88,7 @@ class _H5Source:
     def read(self, name: str) -> list[np.ndarray]:
         try:
             return [np.asarray(ds[()]) for ds in self._datasets[name]]
-        except (OSError, KeyError, ValueError) as exc:
+        except H5_ERRORS as exc:
             raise CheckpointError(f"{self.path}: cannot read the tensors of layer '{name}' "
                                   f"(truncated or corrupt file?): {exc}.") from exc
 
@@ -102,7 +111,7 @@ class LegacyH5Source(_H5Source):
                 if weight_names:
                     self._add(layer, [_short_weight_name(layer, w) for w in weight_names],
                               [group[w] for w in weight_names])
-        except (KeyError, OSError, ValueError) as exc:
+        except H5_ERRORS as exc:
             self.close()
             raise CheckpointError(f"{path}: not laid out like a Keras legacy weights file: {exc}.") from exc
 
@@ -135,6 +144,6 @@ class KerasV3WeightsSource(_H5Source):
                 name = "/".join(p for p in group_path.split("/") if p != "layers")
                 keys = sorted(vars_group.keys(), key=int)
                 self._add(name, [f"vars/{k}" for k in keys], [vars_group[k] for k in keys])
-        except (KeyError, OSError, ValueError) as exc:
+        except H5_ERRORS as exc:
             self.close()
             raise CheckpointError(f"{path}: unreadable Keras 3 weights file: {exc}.") from exc

@@ -3,7 +3,6 @@ where the format allows, and `.safetensors`. A layer is a module path (`features
 
 from __future__ import annotations
 
-import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -11,9 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from transfer import _frameworks
+from transfer import _frameworks, kinds
+from transfer.adapter import ReadOnlyWeights
+from transfer.archive import check_zip
 from transfer.errors import CheckpointError
-from transfer.layers import TORCH_IGNORED, LayerSpec, TensorSpec, infer_torch_kind, torch_sort_key
+from transfer.layers import TORCH_IGNORED, LayerSpec, TensorSpec, torch_sort_key
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -21,7 +22,7 @@ def _split_key(key: str) -> tuple[str, str]:
     return (module or "(root)"), tensor
 
 
-class StateDictSource:
+class StateDictSource(ReadOnlyWeights):
     """Layers of a state dict, grouped by module path; `num_batches_tracked` is ignored."""
 
     framework = "torch"
@@ -46,13 +47,13 @@ class StateDictSource:
         for module, names in self._keys.items():
             ordered = sorted(names, key=torch_sort_key)
             self._keys[module] = {n: names[n] for n in ordered}
-            kind = infer_torch_kind(shapes[module])
+            kind = kinds.torch_file_kind(shapes[module])
             self._specs[module] = LayerSpec(
                 name=module, framework="torch", kind=kind,
                 tensors=tuple(TensorSpec(n, shapes[module][n], dtypes[names[n]]) for n in ordered),
                 epsilon=epsilon if kind == "batchnorm" else None,
                 epsilon_origin=epsilon_origin if kind == "batchnorm" else "",
-            kind_from_file=True,
+                kind_from_file=True,
             )
 
     def layers(self) -> dict[str, LayerSpec]:
@@ -98,17 +99,32 @@ def load_torch_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file.")
     mmap = zipfile.is_zipfile(path)  # the legacy (pre-1.6) format cannot be memory-mapped
+    if mmap:
+        check_zip(path)
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused: the checkpoint's pickle asks for more than tensors and plain "
-            f"containers (it could run code), so it was not loaded. torch said: "
-            f"{str(exc).splitlines()[0]}") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path}: not a readable torch checkpoint (truncated or "
-                              f"corrupt?): {str(exc).splitlines()[0]}") from exc
+    except Exception as exc:  # torch raises a dozen types on damaged files; every one means "unreadable"
+        raise CheckpointError(f"{path}: {_load_failure(exc)}") from exc
     return _state_dict_of(loaded, path)
+
+
+def _load_failure(exc: Exception) -> str:
+    """torch.load's failure in our words: a refused global is named without torch's advice
+    to turn the safety off; anything else is a damaged file."""
+    message = str(exc)
+    if "Weights only load failed" in message:
+        found = re.search(r"GLOBAL ([\w.]+)", message)
+        asked = f"the Python object '{found.group(1)}'" if found else "a Python object"
+        return (f"refused: the checkpoint's pickle asks for {asked}, which is neither a tensor nor "
+                "a plain container (unpickling it could run code; a truncated file can look like "
+                "this too). Nothing was loaded.")
+    return f"not a readable torch checkpoint (truncated or corrupt?): {first_line(exc)}"
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type when the message is empty."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _state_dict_of(loaded: Any, path: Path) -> dict[str, Any]:

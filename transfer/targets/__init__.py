@@ -25,6 +25,15 @@ BUILDERS: dict[tuple[str, str], str] = {
 }
 
 
+def register_custom_layers() -> dict[str, Any]:
+    """Register the Keras layers this package defines (SegNet's `MaxPoolingWithArgmax2D` and
+    `MaxUnpooling2D`) with Keras, so that `keras.saving.load_model("segnet.keras")` opens files
+    written by transfer-weights; returns them by name (for `custom_objects=`)."""
+    from transfer.keras_models import custom_objects
+
+    return custom_objects()
+
+
 def load_callable(reference: str) -> Callable[..., Any]:
     """`package.module:function` -> the function (used for builders and --target-factory)."""
     module_name, _, attribute = reference.partition(":")

@@ -30,7 +30,3 @@ def check_epsilon(value: Any, builder: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{builder}: batchnorm_epsilon must be a positive number; received {value!r}.")
     return float(value)
-
-
-# VGG16's convolution blocks: (block number, filters, convolutions in the block).
-VGG16_BLOCKS = ((1, 64, 2), (2, 128, 2), (3, 256, 3), (4, 512, 3), (5, 512, 3))

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from transfer import _frameworks
-from transfer.targets._checks import VGG16_BLOCKS, check_epsilon, check_input_shape, check_positive_int
+from transfer.targets._checks import check_epsilon, check_input_shape, check_positive_int
 from transfer.targets.keras_pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D
-
-# Decoder block -> output filters of its convolutions (the encoder mirrored).
-DECODER = ((5, (512, 512, 512)), (4, (512, 512, 256)), (3, (256, 256, 128)), (2, (128, 64)), (1, (64,)))
+from transfer.targets.vgg16_layout import SEGNET_DECODER as DECODER
+from transfer.targets.vgg16_layout import VGG16_BLOCKS
 
 
 def build_segnet_vgg16(input_shape: Sequence[Any] = (256, 256, 3), classes: int = 2,

@@ -5,11 +5,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from transfer import _frameworks
-from transfer.targets._checks import VGG16_BLOCKS, check_epsilon, check_input_shape, check_positive_int
-
-# Decoder stage -> (filters, encoder layer it concatenates with).
-DECODER = ((4, 256, "block4_conv3"), (3, 128, "block3_conv3"), (2, 64, "block2_conv2"),
-           (1, 32, "block1_conv2"))
+from transfer.targets._checks import check_epsilon, check_input_shape, check_positive_int
+from transfer.targets.vgg16_layout import UNET_DECODER as DECODER
+from transfer.targets.vgg16_layout import VGG16_BLOCKS
 
 
 def build_unet_vgg16(input_shape: Sequence[Any] = (256, 256, 3), classes: int = 2,

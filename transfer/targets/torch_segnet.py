@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from transfer import _frameworks
-from transfer.targets._checks import VGG16_BLOCKS, check_epsilon, check_positive_int
-from transfer.targets.keras_segnet import DECODER
+from transfer.targets._checks import check_epsilon, check_positive_int
+from transfer.targets.vgg16_layout import SEGNET_DECODER as DECODER
+from transfer.targets.vgg16_layout import VGG16_BLOCKS
 
 torch = _frameworks.torch()
 nn = torch.nn

@@ -1,0 +1,178 @@
+"""The one interface every source and target implements, whatever its format or framework.
+
+A `Weights` adapter lists weighted layers (metadata only), reads one layer's tensors on demand,
+and, where it wraps a live model, assigns, snapshots and restores, freezes, saves and reloads.
+File sources are read-only (`ReadOnlyWeights`): the engine never writes to them, and saying so
+is an error rather than a silent no-op. Adapters are context managers (`close` on exit).
+"""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from transfer import _frameworks
+from transfer.errors import MappingError
+from transfer.layers import LayerSpec
+
+# The model a source can run for the stack check, or None and why not.
+Runnable = tuple[Any, str]
+
+
+SPILL_ABOVE_BYTES = 256 << 20  # snapshots larger than this go to a temporary folder
+
+
+@dataclass
+class Snapshot:
+    """Copies (never views) of the tensors of some layers, and every trainable flag.
+
+    Up to `spill_above` bytes the copies stay in memory; past it they are written to a private
+    temporary folder (our own pickles, read back only by us), so protecting a large live
+    target does not double its memory. `close()` removes the folder.
+    """
+
+    flags: list[tuple[Any, bool]] = field(default_factory=list)
+    spill_above: int = SPILL_ABOVE_BYTES
+    _memory: dict[str, list[Any]] = field(default_factory=dict)
+    _spilled: dict[str, Path] = field(default_factory=dict)
+    _bytes: int = 0
+    _folder: Path | None = None
+
+    def put(self, name: str, copies: list[Any]) -> None:
+        """Keep `copies` (arrays or tensors the caller already copied) of layer `name`."""
+        self._bytes += sum(int(c.nbytes) for c in copies)
+        if self._bytes <= self.spill_above:
+            self._memory[name] = copies
+            return
+        if self._folder is None:
+            self._folder = Path(tempfile.mkdtemp(prefix="transfer-weights-snapshot-"))
+        path = self._folder / f"{len(self._spilled)}.pickle"
+        with open(path, "wb") as file:
+            pickle.dump(copies, file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._spilled[name] = path
+
+    def names(self) -> list[str]:
+        return [*self._memory, *self._spilled]
+
+    def get(self, name: str) -> list[Any]:
+        if name in self._memory:
+            return self._memory[name]
+        with open(self._spilled[name], "rb") as file:
+            return list(pickle.load(file))  # noqa: S301  (a file this object wrote, in its own folder)
+
+    def close(self) -> None:
+        self._memory.clear()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+
+@runtime_checkable
+class Weights(Protocol):
+    framework: str
+    description: str
+    path: Path | None
+    preprocessing: str | None
+    model: Any
+
+    def layers(self) -> dict[str, LayerSpec]: ...
+
+    def read(self, name: str) -> list[np.ndarray]: ...
+
+    def assign(self, updates: dict[str, list[np.ndarray]]) -> None: ...
+
+    def snapshot(self, names: Iterable[str]) -> Snapshot: ...
+
+    def restore(self, snapshot: Snapshot) -> None: ...
+
+    def freeze(self, names: list[str]) -> None: ...
+
+    def save(self, path: Path, check: Callable[[Path], None] | None = None) -> None: ...
+
+    def reload(self, path: Path) -> Weights: ...
+
+    def runnable(self) -> Runnable: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Weights: ...
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None: ...
+
+
+class Closing:
+    """Context-manager behaviour for adapters: `with adapter:` closes it on the way out."""
+
+    def close(self) -> None:
+        """Release open files; a no-op for live models."""
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
+class ReadOnlyWeights(Closing):
+    """Base of file sources: reading only. `runnable_factory` (set by whoever knows the
+    architecture) builds a model that holds the file's weights, for the stack check."""
+
+    framework: str = ""
+    description: str = ""
+    path: Path | None = None
+    preprocessing: str | None = None
+    model: Any = None
+    runnable_factory: Callable[[], Runnable] | None = None
+
+    def _read_only(self, action: str) -> MappingError:
+        return MappingError(f"{self.description} is a weights file read as a source; it cannot "
+                            f"{action}. Targets are models (a builder, a .keras file, or a live model).")
+
+    def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
+        raise self._read_only("receive weights")
+
+    def snapshot(self, names: Iterable[str]) -> Snapshot:
+        raise self._read_only("be snapshot")
+
+    def restore(self, snapshot: Snapshot) -> None:
+        raise self._read_only("be restored")
+
+    def freeze(self, names: list[str]) -> None:
+        raise self._read_only("freeze layers")
+
+    def save(self, path: Path, check: Callable[[Path], None] | None = None) -> None:
+        raise self._read_only("be saved")
+
+    def reload(self, path: Path) -> Weights:
+        raise self._read_only("be reloaded")
+
+    def runnable(self) -> Runnable:
+        if self.runnable_factory is None:
+            return None, "no runnable source model (a weights file of an unknown architecture)"
+        return self.runnable_factory()
+
+
+def adapter_for(model: Any, description: str | None = None, path: Path | None = None,
+                preprocessing: str | None = None) -> Weights:
+    """The adapter of a live model: Keras is asked first, because on Keras' torch backend a
+    Keras model is also a `torch.nn.Module`."""
+    framework = _frameworks.framework_of(model)
+    if framework == "keras":
+        from transfer.keras_models import KerasModelWeights
+
+        return KerasModelWeights(model, description, path=path, preprocessing=preprocessing)
+    if framework == "torch":
+        from transfer.torch_models import TorchModuleWeights
+
+        return TorchModuleWeights(model, description, path=path, preprocessing=preprocessing)
+    raise MappingError(f"expected a keras.Model or a torch.nn.Module; received {type(model).__name__}.")

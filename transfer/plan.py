@@ -1,0 +1,248 @@
+"""The plan: a mapping resolved against a source's and a target's layer lists, every final
+shape checked, before any tensor is read.
+
+`plan_transfer` reads metadata only (names, shapes, dtypes) and raises on any problem;
+`convert_pair` turns one pair's source tensors into the target's layout through the kind table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from transfer import kinds, layout
+from transfer.adapter import Weights
+from transfer.errors import IncompatibleWeightsError, MappingError, StrictModeError
+from transfer.layers import Kind, LayerSpec
+from transfer.mapping import Mapping, Rule, did_you_mean, is_declared
+from transfer.report import SkippedLayer, UntouchedLayer
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One planned move: a source layer into a target layer by one rule."""
+
+    source: LayerSpec
+    target: LayerSpec
+    rule: Rule
+    kind: Kind
+
+    @property
+    def conversion(self) -> str:
+        if self.source.framework == self.target.framework:
+            return "none (same framework)"
+        entry = kinds.BY_NAME.get(self.kind)
+        return entry.describe(self.source.framework, self.target.framework) if entry else "none"
+
+    @property
+    def cross_framework(self) -> bool:
+        return self.source.framework != self.target.framework
+
+
+@dataclass
+class Plan:
+    pairs: list[Pair]
+    skipped: list[SkippedLayer]
+    untouched: list[UntouchedLayer]
+    frozen: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def strict_problems(self) -> list[str]:
+        problems = [f"source layer '{s.layer}' skipped: {s.reason}" for s in self.skipped if not s.declared]
+        problems += [f"target layer '{u.layer}' left at its initial value" for u in self.untouched if not u.declared]
+        return problems
+
+
+def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bool = False) -> Plan:
+    """Match every weighted source layer to a rule and check all shapes; read no tensor."""
+    sources = source.layers()
+    targets = target.layers()
+    origin = mapping.origin
+    _check_literal_rules(mapping, sources, targets, source.description)
+    pairs: list[Pair] = []
+    skipped: list[SkippedLayer] = []
+    used_rules: set[int] = set()
+    receivers: dict[str, str] = {}
+    for name, spec in sources.items():
+        matches = [(i, rule, rule.target_for(name)) for i, rule in enumerate(mapping.rules)]
+        matches = [m for m in matches if m[2] is not None]
+        declared_skip = is_declared(name, mapping.skip)
+        if len(matches) > 1:
+            lines = " and ".join(_rule_where(r) for _, r, _ in matches)
+            raise MappingError(f"{origin}: source layer '{name}' is matched by two rules ({lines}); "
+                               "each source layer may match one rule.")
+        if not matches:
+            reason = "declared in skip" if declared_skip else "no rule matched"
+            skipped.append(SkippedLayer(name, reason, declared_skip))
+            continue
+        index, rule, target_name = matches[0]
+        used_rules.add(index)
+        if declared_skip:
+            raise MappingError(f"{origin}: source layer '{name}' is listed in skip and also "
+                               f"matched by the rule {_rule_where(rule)}.")
+        if target_name not in targets:
+            raise MappingError(f"{origin}: {_rule_where(rule)}: source layer '{name}' maps to "
+                               f"'{target_name}', which is not a weighted layer of "
+                               f"{target.description}.{did_you_mean(target_name, list(targets))}")
+        if target_name in receivers:
+            raise MappingError(f"{origin}: source layers '{receivers[target_name]}' and '{name}' "
+                               f"are both sent to target layer '{target_name}'.")
+        receivers[target_name] = name
+        pairs.append(Pair(spec, targets[target_name], rule,
+                          pair_kind(spec, targets[target_name], origin, rule)))
+    for index, rule in enumerate(mapping.rules):
+        if rule.is_pattern and index not in used_rules:
+            raise MappingError(f"{origin}: {_rule_where(rule)}: the pattern '{rule.source}' "
+                               f"matches no weighted layer of {source.description}.")
+    _check_shapes(pairs, origin)
+    untouched = [UntouchedLayer(name, is_declared(name, mapping.untouched))
+                 for name in targets if name not in receivers]
+    plan = Plan(pairs, skipped, untouched, _frozen(mapping, targets))
+    unknown_eps = [p.source.name for p in pairs if p.kind == "batchnorm" and p.source.epsilon is None]
+    if unknown_eps:
+        plan.notes.append(f"BatchNorm epsilon of {len(unknown_eps)} source layer(s) unknown (Keras weight "
+                          "files do not store it): assumed equal to the target's; set "
+                          "source.batchnorm_epsilon to have it checked")
+    unused = [p for p in mapping.skip if not any(is_declared(s, (p,)) for s in sources)]
+    if unused:
+        plan.notes.append(f"skip entries absent from this source: {', '.join(unused)}")
+    if strict and plan.strict_problems():
+        problems = plan.strict_problems()
+        raise StrictModeError(f"{origin}: --strict: {len(problems)} undeclared "
+                              f"{'difference' if len(problems) == 1 else 'differences'}: "
+                              + "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else "")
+                              + ". Declare them in the mapping's skip or untouched lists.")
+    return plan
+
+
+def _rule_where(rule: Rule) -> str:
+    return f"line {rule.line} ('{rule.source}')" if rule.line else f"rule '{rule.source}'"
+
+
+def _check_literal_rules(mapping: Mapping, sources: dict[str, LayerSpec],
+                         targets: dict[str, LayerSpec], description: str) -> None:
+    for rule in mapping.rules:
+        if not rule.is_pattern and rule.source not in sources:
+            raise MappingError(f"{mapping.origin}: {_rule_where(rule)}: {description} has no "
+                               f"weighted layer '{rule.source}'.{did_you_mean(rule.source, list(sources))}")
+
+
+def _frozen(mapping: Mapping, targets: dict[str, LayerSpec]) -> list[str]:
+    frozen = []
+    for pattern in mapping.freeze:
+        matched = [name for name in targets if is_declared(name, (pattern,))]
+        if not matched:
+            raise MappingError(f"{mapping.origin}: freeze pattern '{pattern}' matches no weighted "
+                               f"target layer.{did_you_mean(pattern, list(targets))}")
+        frozen += [name for name in matched if name not in frozen]
+    return frozen
+
+
+def pair_kind(source: LayerSpec, target: LayerSpec, origin: str, rule: Rule) -> Kind:
+    if source.kind == target.kind:
+        return target.kind
+    if source.kind_from_file and kinds.guessed_from_file(source.kind, target.kind):
+        return target.kind
+    if source.framework == target.framework and "other" in (source.kind, target.kind):
+        return target.kind
+    raise IncompatibleWeightsError(
+        f"{origin}: {_rule_where(rule)}: source layer '{source.name}' is a {source.kind} layer "
+        f"and target layer '{target.name}' a {target.kind} layer; they cannot exchange weights.")
+
+
+def _check_shapes(pairs: list[Pair], origin: str) -> None:
+    """Convert zero-stride dummies (no memory) to compare every final shape up front."""
+    problems = []
+    for pair in pairs:
+        dummies = [np.broadcast_to(np.zeros((), np.float32), t.shape) for t in pair.source.tensors]
+        try:
+            converted = convert_pair(pair, dummies, origin)
+        except IncompatibleWeightsError as exc:
+            problems.append(str(exc))
+            continue
+        got = [list(a.shape) for a in converted]
+        if got != pair.target.shapes:
+            problems.append(f"{origin}: {_rule_where(pair.rule)}: shape mismatch: source layer "
+                            f"'{pair.source.name}' {pair.source.shapes} gives {got} after "
+                            f"conversion ({pair.conversion}); target layer '{pair.target.name}' "
+                            f"has {pair.target.shapes}.")
+    if problems:
+        raise IncompatibleWeightsError("\n".join(problems))
+
+
+def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>") -> list[np.ndarray]:
+    """Source tensors of one pair -> the target's layout (same order as the target's)."""
+    source, target = pair.source, pair.target
+    where = f"{origin}: {_rule_where(pair.rule)}: '{source.name}' -> '{target.name}'"
+    if len(arrays) != len(target.tensors):
+        raise IncompatibleWeightsError(
+            f"{where}: the source layer has {len(arrays)} tensors "
+            f"({', '.join(t.name for t in source.tensors)}) and the target layer "
+            f"{len(target.tensors)} ({', '.join(t.name for t in target.tensors)}).")
+    try:
+        if source.framework != target.framework:
+            arrays = _cross_framework(pair, arrays)
+        if pair.rule.adapt:
+            arrays = _adapt(pair, arrays)
+        if pair.kind == "batchnorm":
+            arrays = _match_epsilon(pair, arrays, where)
+    except IncompatibleWeightsError as exc:
+        if str(exc).startswith(origin):
+            raise
+        raise IncompatibleWeightsError(f"{where}: {exc}") from exc
+    return arrays
+
+
+def _cross_framework(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    flatten = flatten_of(pair) if pair.kind == "dense" else None
+    return kinds.kind(pair.kind).convert(arrays, kinds.PairContext(pair.source, pair.target, flatten))
+
+
+def input_axis(kind: str, framework: str) -> int:
+    """Axis of a conv kernel's input channels: HWIO in Keras, OIHW in torch."""
+    if kind != "conv2d":
+        raise IncompatibleWeightsError(f"input-channel adaptation applies to conv2d layers, not {kind}.")
+    return 2 if framework == "keras" else 1
+
+
+def adapted_channels(pair: Pair) -> tuple[int, int] | None:
+    """(source, target) input channels of an adapted pair, or None."""
+    if not pair.rule.adapt:
+        return None
+    return (pair.source.tensors[0].shape[input_axis(pair.kind, pair.source.framework)],
+            pair.target.tensors[0].shape[input_axis(pair.kind, pair.target.framework)])
+
+
+def _adapt(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    axis = input_axis(pair.kind, pair.target.framework)
+    channels = pair.target.tensors[0].shape[axis]
+    return [layout.adapt_in_channels(arrays[0], axis, channels, pair.rule.adapt)] + list(arrays[1:])
+
+
+def flatten_of(pair: Pair) -> tuple[int, int, int] | None:
+    """(H, W, C) of the map flattened before a dense layer, from the rule or the Keras model."""
+    if pair.rule.flatten != "auto":
+        if pair.rule.flatten is None:
+            return None
+        channels, height, width = pair.rule.flatten
+        return (height, width, channels)
+    keras_side = pair.target if pair.target.framework == "keras" else pair.source
+    if keras_side.flatten == "unknown":
+        raise IncompatibleWeightsError(
+            "cannot tell whether this dense layer's input was flattened from a feature map "
+            "(torch flattens CHW, Keras HWC: the rows must then be permuted). Add "
+            "`flatten: [channels, height, width]` to the rule, or `flatten: false`.")
+    return keras_side.flatten
+
+
+def _match_epsilon(pair: Pair, arrays: list[np.ndarray], where: str) -> list[np.ndarray]:
+    source_eps, target_eps = pair.source.epsilon, pair.target.epsilon
+    if source_eps is None or target_eps is None or np.isclose(source_eps, target_eps, rtol=1e-9, atol=0):
+        return arrays
+    if pair.rule.epsilon == "rescale":
+        return [layout.batchnorm_rescale_gamma(arrays[0], arrays[3], source_eps, target_eps)] + arrays[1:]
+    raise IncompatibleWeightsError(
+        f"{where}: BatchNorm epsilon differs: source {source_eps:g} ({pair.source.epsilon_origin}), "
+        f"target {target_eps:g}. The normalisation would change. Build the target with epsilon="
+        f"{source_eps:g}, or add `epsilon: rescale` to the rule to rescale gamma exactly.")

@@ -1,0 +1,114 @@
+"""From what a caller passes (paths, names, live models, factories) to adapters.
+
+A target is a live model (changed in place: the caller owns it), a callable or a
+`module:callable` factory (the caller may keep what it returns), a `.keras` file, or a shipped
+builder named in the mapping. A source is a live model, a weights file, a known model name, or
+the mapping's `source:`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Union
+
+from transfer import _frameworks
+from transfer.adapter import Weights, adapter_for
+from transfer.errors import CheckpointError, MappingError
+from transfer.mapping import Mapping, ModelSpec
+from transfer.output import output_suffix
+
+SourceInput = Union[str, Path, Any, None]
+TargetInput = Union[str, Path, Callable[..., Any], Any, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenedTarget:
+    """A target adapter, and whether the caller holds the model (so a failure must restore it)."""
+
+    weights: Weights
+    caller_owned: bool
+
+
+def open_target(spec: Mapping, target: TargetInput = None) -> OpenedTarget:
+    """Build, load or wrap the target a mapping and a caller's `target` argument describe."""
+    from transfer.keras_models import load_keras_file
+    from transfer.targets import build_target, call_builder, load_callable
+
+    target_spec = spec.target
+    if target is None and target_spec.file:
+        target = spec.resolve_path(target_spec.file)
+    config_where = f"{spec.origin}: target.config"
+    if isinstance(target, Path) or (isinstance(target, str) and target.endswith(".keras")):
+        model, owned = load_keras_file(Path(target)), False
+    elif isinstance(target, str) and ":" in target:
+        factory = load_callable(target)
+        model = call_builder(factory, target_spec.config, config_where, target_spec.seed, target_spec.framework)
+        owned = True
+    elif isinstance(target, str):
+        model = build_target(dataclasses.replace(target_spec, model=target), spec.origin)
+        owned = False
+    elif target is None:
+        model, owned = build_target(target_spec, spec.origin), False
+    elif callable(target) and _frameworks.framework_of(target) is None:
+        model = call_builder(target, target_spec.config, config_where, target_spec.seed, target_spec.framework)
+        owned = True
+    else:
+        model, owned = target, True
+    return OpenedTarget(_target_adapter(model, target_spec), owned)
+
+
+def _target_adapter(model: Any, spec: ModelSpec) -> Weights:
+    framework = _frameworks.framework_of(model)
+    if framework is None:
+        raise MappingError(f"the target must be a keras.Model or a torch.nn.Module; received "
+                           f"{type(model).__name__}.")
+    if framework != spec.framework:
+        raise MappingError(f"the mapping's target.framework is {spec.framework}, but the target "
+                           f"model is a {framework} model.")
+    description = f"{model.name} (keras)" if framework == "keras" else \
+        f"{spec.model or type(model).__name__} (torch)"
+    return adapter_for(model, description, preprocessing=spec.preprocessing)
+
+
+def open_source_input(spec: Mapping, source: SourceInput = None,
+                      source_weights: str | Path | None = None) -> Weights:
+    """The source adapter: a live model, or `source:` with the caller's overrides applied."""
+    from transfer.sources import open_source
+
+    if source is not None and not isinstance(source, (str, Path)):
+        return adapter_for(source)
+    model_spec = spec.source
+    if isinstance(source, (str, Path)):
+        text = str(source)
+        if Path(text).exists() or Path(text).suffix:
+            model_spec = dataclasses.replace(model_spec, weights=text)
+        else:
+            model_spec = dataclasses.replace(model_spec, model=text)
+    elif model_spec.weights:
+        model_spec = dataclasses.replace(model_spec, weights=spec.resolve_path(model_spec.weights))
+    if source_weights is not None:
+        model_spec = dataclasses.replace(model_spec, weights=str(source_weights))
+    return open_source(model_spec)
+
+
+def open_converted(spec: Mapping, converted: str | Path | Any) -> Weights:
+    """A target converted earlier, for checking: a live model; a `.keras` file; or a weights
+    file (`.weights.h5`, `.pth`, `.pt`, `.safetensors`) loaded into the mapping's target."""
+    if not isinstance(converted, (str, Path)):
+        return _target_adapter(converted, spec.target)
+    path = Path(converted)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    if path.name.endswith(".keras"):
+        return open_target(spec, path).weights
+    output_suffix(path, spec.target.framework)  # says which suffixes a target can have
+    blank = open_target(dataclasses.replace(spec, target=dataclasses.replace(spec.target, file=None)))
+    try:
+        return blank.weights.reload(path)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # Keras' load_weights raises ValueError, KeyError, OSError ...
+        raise CheckpointError(f"{path}: cannot be loaded into {blank.weights.description}: "
+                              f"{type(exc).__name__}: {str(exc)[:300]}") from exc
