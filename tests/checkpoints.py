@@ -105,3 +105,37 @@ def torch_state_dict_without_counters(module: Any) -> dict[str, Any]:
 def max_rel_diff(a: Any, b: Any) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-12))
+
+
+def tiny_keras(seed: int) -> Any:
+    """conv -> BatchNorm -> conv -> Flatten -> dense on 8x8x3, every tensor random (seeded)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+    model = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(4, 3, name="c1"),
+                              layers.BatchNormalization(name="bn"), layers.Conv2D(5, 3, name="c2"),
+                              layers.Flatten(name="flat"), layers.Dense(3, name="fc")], name=f"tiny{seed}")
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        layer.set_weights([rng.uniform(0.1, 1.0, w.shape).astype("float32") for w in layer.weights])
+    return model
+
+
+def tiny_torch(seed: int) -> Any:
+    """The same network in torch, BatchNorm statistics and counter set."""
+    import torch
+
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential()
+    model.add_module("c1", torch.nn.Conv2d(3, 4, 3))
+    model.add_module("bn", torch.nn.BatchNorm2d(4))
+    model.add_module("c2", torch.nn.Conv2d(4, 5, 3))
+    model.add_module("flat", torch.nn.Flatten())
+    model.add_module("fc", torch.nn.Linear(5 * 4 * 4, 3))
+    with torch.no_grad():
+        for tensor in [*model.parameters(), model.bn.running_mean]:
+            tensor.uniform_(-1, 1)
+        model.bn.running_var.uniform_(0.1, 2)
+        model.bn.num_batches_tracked.fill_(7 + seed)
+    return model.eval()

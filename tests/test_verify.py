@@ -118,3 +118,88 @@ def test_same_inputs_give_the_same_output(mapping: str, fixture: str, suffix: st
     assert reports[0]["source_sha256"] == reports[1]["source_sha256"]
     if bytes_equal:
         assert files[0] == files[1]
+
+
+def test_stack_failure_names_the_first_diverging_layer(notop_h5: Path) -> None:
+    """Finding 6: two same-shape convs of block 3 swapped. Each layer's tensors moved as the
+    mapping says (layer checks pass), the stack diverges, and the failure names block 3, not
+    the last mapped layer."""
+    mapping = mapping_dict("unet_vgg16.yaml", input_shape=[32, 32, 3])
+    convs = [f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1)]
+    mapping["layers"] = {name: name for name in convs}
+    mapping["layers"]["block3_conv2"], mapping["layers"]["block3_conv3"] = "block3_conv3", "block3_conv2"
+    with pytest.raises(VerificationError) as caught:
+        transfer.transfer_weights(mapping, source_weights=notop_h5, verify=True)
+    assert "first diverging layer 'block3_conv3' (from 'block3_conv2', model outputs at the layer)" in str(caught.value)
+    result = caught.value.report.verification[0]
+    assert all(check.ok for check in result.layers) and not result.stack.ok
+    assert [c.target for c in result.localized] == convs[:5] + ["block3_conv3"]
+
+
+def test_verify_degrades_when_the_file_lacks_layers_of_the_known_model(tv_vgg16_bn, tmp_path: Path) -> None:
+    """Finding 4: a vgg16_bn state dict without `classifier.*` made --verify exit 1, though the
+    transfer itself worked. The stack check still runs (the classifier is not in the stack)."""
+    import torch
+
+    state = {k: v for k, v in tv_vgg16_bn.state_dict().items() if not k.startswith("classifier.")}
+    path = tmp_path / "features_only.pth"
+    torch.save(state, path)
+    report_path = tmp_path / "r.json"
+    assert main(["--map", str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), "--source-weights", str(path),
+                 "--verify", "--quiet", "--report", str(report_path)]) == 0
+    stage = json.loads(report_path.read_text())["verification"][0]
+    assert stage["ok"] and stage["stack"]["target"] == "block5_bn3"
+    assert "classifier.0, classifier.3, classifier.6" in stage["stack_note"]
+
+
+def test_check_and_verify_together_is_a_usage_error(notop_h5: Path, capsys) -> None:
+    """Finding 7: --check --verify silently ignored --verify."""
+    with pytest.raises(SystemExit) as caught:
+        main(["--map", UNET_MAP, "--source-weights", str(notop_h5), "--check", "--verify"])
+    assert caught.value.code == 2 and "transfer-weights verify" in capsys.readouterr().err
+
+
+def test_verify_command_passes_a_good_conversion_and_changes_nothing(vgg16_bn_pth: Path, tmp_path: Path) -> None:
+    from transfer.checksums import file_sha256
+
+    mapping, out = str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), tmp_path / "segnet.pth"
+    assert main(["--map", mapping, "--source-weights", str(vgg16_bn_pth), "--out", str(out), "--quiet"]) == 0
+    before = file_sha256(out)
+    report_path = tmp_path / "r.json"
+    assert main(["verify", "--map", mapping, "--target", str(out), "--source-weights", str(vgg16_bn_pth),
+                 "--report", str(report_path), "--quiet"]) == 0
+    assert file_sha256(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "segnet.pth"]
+    stage = json.loads(report_path.read_text())["verification"][0]
+    assert stage["stage"] == "converted model" and len(stage["layers"]) == 26 and stage["stack"]["ok"]
+
+
+def hand_zipped(source: Path, out: Path) -> Path:
+    """The seed's script: zip the state-dict keys in order, copy where the shapes agree."""
+    import torch
+
+    from transfer.targets.torch_segnet import SegNetVGG16
+
+    pretrained = torch.load(source, weights_only=True)
+    state = SegNetVGG16(in_channels=3, classes=6, batchnorm=True).state_dict()
+    for (_, value), key in zip(pretrained.items(), list(state)):
+        if value.shape == state[key].shape:
+            state[key] = value
+    torch.save(state, out)
+    return out
+
+
+def test_verify_command_names_the_layers_a_hand_zipped_state_dict_shifted(vgg16_bn_legacy_pth: Path,
+                                                                          tmp_path: Path, capsys) -> None:
+    """Finding 7, the seed's question: "is my converted model right?" The 2017 file has no
+    num_batches_tracked keys, so zipping keys in order shifts every pair after the first BN."""
+    converted = hand_zipped(vgg16_bn_legacy_pth, tmp_path / "handzipped.pth")
+    report_path = tmp_path / "r.json"
+    code = main(["verify", "--map", str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), "--target", str(converted),
+                 "--source-weights", str(vgg16_bn_legacy_pth), "--report", str(report_path)])
+    err = capsys.readouterr().err
+    assert code == 6
+    assert "first diverging layer 'block1_conv2' (from 'features.3', tensors compared)" in err
+    data = json.loads(report_path.read_text())
+    checks = data["report"]["verification"][0]["layers"]
+    assert [c["target"] for c in checks if c["ok"]] == ["block1_conv1", "block1_bn1"]
+    assert data["exit_code"] == 6 and len(checks) == 26

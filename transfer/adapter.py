@@ -40,7 +40,7 @@ class Snapshot:
     """
 
     flags: list[tuple[Any, bool]] = field(default_factory=list)
-    spill_above: int = SPILL_ABOVE_BYTES
+    spill_above: int | None = None  # None: SPILL_ABOVE_BYTES
     _memory: dict[str, list[Any]] = field(default_factory=dict)
     _spilled: dict[str, Path] = field(default_factory=dict)
     _bytes: int = 0
@@ -49,7 +49,7 @@ class Snapshot:
     def put(self, name: str, copies: list[Any]) -> None:
         """Keep `copies` (arrays or tensors the caller already copied) of layer `name`."""
         self._bytes += sum(int(c.nbytes) for c in copies)
-        if self._bytes <= self.spill_above:
+        if self._bytes <= (SPILL_ABOVE_BYTES if self.spill_above is None else self.spill_above):
             self._memory[name] = copies
             return
         if self._folder is None:
