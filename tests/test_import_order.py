@@ -70,3 +70,30 @@ def test_console_script_end_to_end(notop_h5: Path, tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=ENV)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "moved 13 layers" in result.stdout and out.is_file() and report.is_file()
+
+
+def loaded_after(code: str) -> set[str]:
+    result = python(code + "\nimport sys; print(sorted(m for m in ('tensorflow', 'keras', 'torch', 'torchvision') "
+                           "if m in sys.modules))")
+    assert result.returncode == 0, result.stderr[-2000:]
+    return set(eval(result.stdout.strip().splitlines()[-1]))
+
+
+def test_import_transfer_loads_no_framework() -> None:
+    assert loaded_after("import transfer, transfer.layout, transfer.kinds, transfer.mapping") == set()
+
+
+def test_torch_to_torch_never_imports_tensorflow_or_keras(vgg16_bn_pth: Path, tmp_path: Path) -> None:
+    mapping = str(MAPPINGS / "segnet_torch_vgg16_bn.yaml")
+    library = (f"import transfer\ntransfer.transfer_weights({mapping!r}, source_weights={str(vgg16_bn_pth)!r}, "
+               f"verify=True, out={str(tmp_path / 'a.safetensors')!r})")
+    cli = (f"from transfer.cli import main\nassert main(['--map', {mapping!r}, '--source-weights', "
+           f"{str(vgg16_bn_pth)!r}, '--verify', '--quiet', '--out', {str(tmp_path / 'b.pth')!r}]) == 0")
+    for code in (library, cli):
+        assert loaded_after(code) == {"torch", "torchvision"}  # torchvision: the runnable source for --verify
+
+
+def test_keras_to_keras_never_imports_torch(notop_h5: Path) -> None:
+    code = (f"from transfer.cli import main\nassert main(['--map', {str(MAPPINGS / 'unet_vgg16.yaml')!r}, "
+            f"'--source-weights', {str(notop_h5)!r}, '--verify', '--quiet']) == 0")
+    assert loaded_after(code) == {"tensorflow", "keras"}
