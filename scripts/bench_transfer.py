@@ -30,8 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -195,8 +196,9 @@ def make_files(folder: Path, scaling: list[float]) -> dict[str, float]:
     sys.path.insert(0, str(ROOT / "tests"))
     import h5py
     import numpy as np
-    import transfer  # noqa: F401  (first: any framework import order is then safe)
     import torch
+
+    import transfer  # noqa: F401  (first: any framework import order is then safe)
     from checkpoints import keras_vgg16, torchvision_vgg16, write_legacy_h5
 
     full = keras_vgg16(include_top=True, seed=0)

@@ -77,7 +77,7 @@ def road_dataset(count: int, size: int, half: str, seed: int) -> tuple[np.ndarra
     spec = importlib.util.find_spec("solaris")
     if spec is None or not spec.submodule_search_locations:
         raise SystemExit("the roads data set needs: pip install --no-deps solaris==0.4.0")
-    folder = Path(list(spec.submodule_search_locations)[0]) / "data"
+    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
     scene = np.asarray(Image.open(folder / "road_mask_input.tif"), np.float32)
     mask = (np.asarray(Image.open(folder / "sample_road_raster_mask.tif")) > 127).astype(np.int32)
     scene = scene / np.percentile(scene, 99.5) * 255.0  # 11-bit panchromatic -> 8-bit range

@@ -10,11 +10,11 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-import transfer  # noqa: E402,F401  (first: loads triton, so any later framework import order is safe)
-import pytest  # noqa: E402
-import yaml  # noqa: E402
+import pytest
+import yaml
 
-from checkpoints import (  # noqa: E402  (frameworks are imported by the fixtures that use them)
+import transfer  # noqa: F401  (first: loads triton, so any later framework import order is safe)
+from checkpoints import (
     keras_vgg16,
     torch_state_dict_without_counters,
     torchvision_vgg16,

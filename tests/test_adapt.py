@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 import torch
+
+import transfer
 from checkpoints import max_rel_diff
 from conftest import mapping_dict
-import transfer
 from transfer import layout
-from transfer.report import summary
 from transfer.errors import IncompatibleWeightsError, MappingError
+from transfer.report import summary
 
 
 def unet_mapping(channels: int, policy: Any) -> dict:

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import h5py
+import keras
 import numpy as np
 import pytest
 
-import keras
-from conftest import MAPPINGS, mapping_dict
 import transfer
+from conftest import MAPPINGS, mapping_dict
 from transfer.cli import main
 from transfer.errors import CheckpointError, IncompatibleWeightsError
 from transfer.targets.keras_unet import build_unet_vgg16
@@ -121,8 +121,8 @@ UNET_HEAD = ("format: 1\nsource: {framework: keras, model: vgg16}\n"
 
 @pytest.mark.parametrize("text, code, layer", [
     ("format: 1\nsource: {framework: keras\n", 3, None),
-    ("format: 1\nsource: {framework: keras, model: vgg16}\ntarget: {framework: keras, model: unet}\n"
-     "layers: {a: b}\n", 3, None),
+    (("format: 1\nsource: {framework: keras, model: vgg16}\ntarget: {framework: keras, model: unet}\n"
+     "layers: {a: b}\n"), 3, None),
     (UNET_HEAD + "layers:\n  block1_cnv1: block1_conv1\n", 3, "block1_cnv1"),
     (UNET_HEAD + "layers:\n  block1_conv1: block1_conv1\n  'block1_conv(1)': 'block1_conv\\1'\n", 3, "block1_conv1"),
     (UNET_HEAD + "layers:\n  block5_conv3: head\n", 4, "block5_conv3"),
@@ -199,8 +199,8 @@ def test_imagenet_download_uses_the_published_hashes(monkeypatch, notop_h5: Path
     result = transfer.transfer_weights(mapping_dict("unet_vgg16.yaml", input_shape=[64, 64, 3]))
     assert len(result.report.transferred) == 13
     assert calls == [("vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
-                      "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
-                      "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", "models",
+                      ("https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
+                      "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"), "models",
                       "6d6bbae143d832006294945121d1f1fc")]
 
 

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import transfer
 from checkpoints import tiny_keras as keras_model
 from checkpoints import tiny_torch as torch_model
-import transfer
 from transfer import engine
 from transfer.errors import TransferWeightsError
 from transfer.report import LayerCheck

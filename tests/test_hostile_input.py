@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from checkpoints import tiny_keras, tiny_torch, write_legacy_h5
 import transfer
+from checkpoints import tiny_keras, tiny_torch, write_legacy_h5
 from transfer.cli import main
 from transfer.errors import CheckpointError, MappingError, TransferWeightsError
 from transfer.mapping import load_mapping

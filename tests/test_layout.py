@@ -3,13 +3,13 @@ input through a torch layer and the Keras layer built from the converted weights
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import keras
-import torch
 from checkpoints import max_rel_diff
 from transfer import layout
 from transfer.errors import IncompatibleWeightsError

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import MAPPINGS
 from transfer.errors import MappingError
 from transfer.mapping import Rule, is_declared, load_mapping
-
-from conftest import MAPPINGS
 
 GOOD = """\
 format: 1

@@ -6,11 +6,10 @@ from __future__ import annotations
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_mapping import GOOD
 
 from transfer.errors import MappingError
 from transfer.mapping import Mapping, load_mapping
-
-from test_mapping import GOOD
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True),
                     st.text(max_size=12), st.sampled_from(["keras", "torch", "imagenet", "vgg16", "(", "\\1"]))

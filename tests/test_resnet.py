@@ -6,15 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 import torch
 import torchvision
+
+import transfer
 from checkpoints import max_rel_diff, randomize_keras, randomize_torch, write_legacy_h5
 from conftest import MAPPINGS
-import transfer
 from transfer.targets.keras_resnet import build_resnet50
 
 RNG = np.random.default_rng(50)

@@ -35,7 +35,8 @@ def test_finetune_demo_runs_offline_at_toy_size(tmp_path: Path) -> None:
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = list(csv.DictReader(open(tmp_path / "finetune_textures_hed.csv")))
+    with open(tmp_path / "finetune_textures_hed.csv") as file:
+        rows = list(csv.DictReader(file))
     assert [(r["init"], r["epoch"]) for r in rows] == [("pretrained", "1"), ("pretrained", "2"),
                                                        ("random", "1"), ("random", "2")]
     assert (tmp_path / "finetune_textures_hed.png").stat().st_size > 10_000

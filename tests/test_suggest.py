@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import yaml
 
-import keras
-from conftest import mapping_dict
 import transfer
+from conftest import mapping_dict
 from transfer.cli import main
-from transfer.report import SkippedLayer
 from transfer.errors import MappingError
+from transfer.report import SkippedLayer
 from transfer.suggest import parse_spec
 from transfer.targets.keras_unet import build_unet_vgg16
 

@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 import tensorflow as tf
 
 from transfer.targets.keras_pooling import MaxPoolingWithArgmax2D, MaxUnpooling2D, max_pool_with_argmax, max_unpool

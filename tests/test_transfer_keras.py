@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
 
-import keras
+import transfer
 from checkpoints import max_rel_diff, randomize_keras
 from conftest import MAPPINGS, mapping_dict
-import transfer
 from transfer.cli import main
-from transfer.report import SkippedLayer
 from transfer.errors import IncompatibleWeightsError, MappingError, StrictModeError
+from transfer.report import SkippedLayer
 from transfer.targets.keras_unet import build_unet_vgg16
 
 UNET_MAP = str(MAPPINGS / "unet_vgg16.yaml")
@@ -90,7 +90,7 @@ def test_segnet_mapping_moves_the_13_convs_unchanged(notop_h5: Path, keras_vgg: 
 def test_check_reads_no_tensor_and_changes_nothing(notop_h5: Path, monkeypatch) -> None:
     from transfer.sources.keras_files import LegacyH5Source
 
-    def refuse(self, name):  # noqa: ANN001
+    def refuse(self, name):
         raise AssertionError(f"--check read the tensors of {name}")
 
     monkeypatch.setattr(LegacyH5Source, "read", refuse)

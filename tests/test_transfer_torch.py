@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 import torch
+
+import transfer
 from checkpoints import keras_vgg16, max_rel_diff, randomize_keras
 from conftest import MAPPINGS, mapping_dict
-import transfer
 from transfer.cli import main
 from transfer.errors import CheckpointError, IncompatibleWeightsError
 from transfer.targets.keras_segnet import build_segnet_vgg16
@@ -174,7 +174,7 @@ def test_keras_to_torch_to_keras_is_bit_identical() -> None:
 
 
 class _Payload:
-    def __reduce__(self):  # noqa: D105
+    def __reduce__(self):
         import os
         return (os.system, (f"touch {_Payload.marker}",))
 

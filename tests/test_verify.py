@@ -8,12 +8,12 @@ import json
 from pathlib import Path
 
 import h5py
+import keras
 import numpy as np
 import pytest
 
-import keras
-from conftest import MAPPINGS, mapping_dict
 import transfer
+from conftest import MAPPINGS, mapping_dict
 from transfer import kinds
 from transfer.cli import main
 from transfer.errors import VerificationError
@@ -50,11 +50,11 @@ def test_corrupted_tensor_in_the_output_is_named_and_not_written(notop_h5: Path,
                                                                  capsys) -> None:
     original_save = keras.Model.save_weights
 
-    def save_and_corrupt(self, path, *args, **kwargs):  # noqa: ANN001
+    def save_and_corrupt(self, path, *args, **kwargs):
         original_save(self, path, *args, **kwargs)
         kernel = self.get_layer("block3_conv2").kernel.numpy()
         with h5py.File(path, "r+") as file:
-            def corrupt(name, item):  # noqa: ANN001
+            def corrupt(name, item):
                 if isinstance(item, h5py.Dataset) and item.shape == kernel.shape and np.array_equal(item[()], kernel):
                     item[0, 0, 0, 0] = item[0, 0, 0, 0] + 1.0
             file.visititems(corrupt)

@@ -66,7 +66,7 @@ class Snapshot:
         if name in self._memory:
             return self._memory[name]
         with open(self._spilled[name], "rb") as file:
-            return list(pickle.load(file))  # noqa: S301  (a file this object wrote, in its own folder)
+            return list(pickle.load(file))
 
     def close(self) -> None:
         self._memory.clear()
@@ -103,7 +103,7 @@ class Weights(Protocol):
 
     def close(self) -> None: ...
 
-    def __enter__(self) -> Weights: ...
+    def __enter__(self) -> Weights: ...  # noqa: PYI034  (Self needs Python 3.11)
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  trace: TracebackType | None) -> None: ...

@@ -7,8 +7,8 @@ import os
 import signal
 import sys
 import traceback
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 EXIT_OK = 0
@@ -107,8 +107,8 @@ def verify_main(argv: Sequence[str]) -> int:
     def work() -> Any:
         return api.verify_weights(args.map, args.target, source_weights=args.source_weights)
 
-    return _run(args, work, lambda report: [f"transfer-weights verify: {len(report.transferred)} mapped "
-                                            f"layers of {args.target} match {report.source}"])
+    return _run(args, work, lambda report: [(f"transfer-weights verify: {len(report.transferred)} mapped "
+                                            f"layers of {args.target} match {report.source}")])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,7 +145,7 @@ def _run(args: argparse.Namespace, work: Callable[[], Any], extra_lines: Callabl
             _write_text(args.report, to_json(report))
     except TransferWeightsError as exc:
         return _fail(args, exc, exc.exit_code)
-    except Exception as exc:  # a bug of ours: say so, with the traceback
+    except Exception as exc:  # noqa: BLE001  (a bug of ours: say so, with the traceback, exit 1)
         traceback.print_exc()
         return _fail(args, exc, EXIT_INTERNAL, internal=True)
     if not args.quiet:
@@ -175,7 +175,7 @@ def _fail(args: argparse.Namespace, exc: Exception, code: int, internal: bool = 
             data["report"] = to_dict(partial)
         try:
             _write_text(args.report, json.dumps(data, indent=2) + "\n")
-        except Exception as write_error:  # the original error matters more; still say it
+        except Exception as write_error:  # noqa: BLE001  (the original error matters more; still say it)
             print(f"transfer-weights: could not write the report: {write_error}", file=sys.stderr)
     return code
 

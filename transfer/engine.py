@@ -1,4 +1,4 @@
-"""The engine: the one pipeline every transfer runs through.
+r"""The engine: the one pipeline every transfer runs through.
 
     plan -> check every tensor -> snapshot -> assign -> verify -> freeze -> write
                                      \_______ restore on any failure ________/
@@ -206,7 +206,7 @@ def _all_finite(array: np.ndarray) -> bool:
 
 
 def _check_values(pair: Pair, arrays: list[np.ndarray], source: Weights) -> list[str]:
-    notes = []
+    notes: list[str] = []
     for spec, array in zip(pair.source.tensors, arrays):
         if not np.issubdtype(array.dtype, np.floating):
             raise IncompatibleWeightsError(

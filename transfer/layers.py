@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
-from typing import Literal, Union
+from typing import Literal
 
 Kind = str  # a name in `transfer.kinds.KINDS`, or "other"
 Framework = Literal["keras", "torch"]
 # Keras side of a Dense layer: (H, W, C) of the map a Flatten turned into its input, None when
 # its input was not flattened from a spatial map, "unknown" when nothing says (weight files).
-FlattenInfo = Union[tuple[int, int, int], None, Literal["unknown"]]
+FlattenInfo = tuple[int, int, int] | None | Literal["unknown"]
 
 TORCH_ORDER = ("weight", "bias", "running_mean", "running_var")
 TORCH_IGNORED = ("num_batches_tracked",)  # a counter, not a weight; has no Keras counterpart

@@ -11,9 +11,10 @@ import difflib
 import fnmatch
 import hashlib
 import re
+from collections.abc import Mapping as TypingMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping as TypingMapping, Union
+from typing import Any, Literal
 
 import yaml
 
@@ -37,7 +38,7 @@ MAX_BYTES = 1 << 20  # 1 MiB of text
 MAX_NODES = 100_000  # YAML nodes after alias expansion (a billion-laughs document has 10**9)
 MAX_DEPTH = 32  # nesting of mappings and lists
 
-MappingInput = Union[str, Path, TypingMapping[str, Any]]
+MappingInput = str | Path | TypingMapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class Rule:
     target: str
     is_pattern: bool
     line: int | None = None
-    flatten: tuple[int, int, int] | None | Literal["auto"] = "auto"
+    flatten: tuple[int, int, int] | Literal["auto"] | None = "auto"
     epsilon: Literal["match", "rescale"] = "match"
     adapt: str | None = None
 
@@ -376,7 +377,7 @@ class _Validator:
                 raise self.fail(keys, f"the target '{target}' uses group \\{number}, but the "
                                       f"pattern has {groups} group(s).")
 
-    def flatten(self, value: Any, keys: tuple[str, ...]) -> tuple[int, int, int] | None | Literal["auto"]:
+    def flatten(self, value: Any, keys: tuple[str, ...]) -> tuple[int, int, int] | Literal["auto"] | None:
         if value == "auto":
             return "auto"
         if value is False or value is None:

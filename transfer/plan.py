@@ -65,8 +65,8 @@ def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bo
     used_rules: set[int] = set()
     receivers: dict[str, str] = {}
     for name, spec in sources.items():
-        matches = [(i, rule, rule.target_for(name)) for i, rule in enumerate(mapping.rules)]
-        matches = [m for m in matches if m[2] is not None]
+        matches = [(i, rule, to) for i, rule in enumerate(mapping.rules)
+                   if (to := rule.target_for(name)) is not None]
         declared_skip = is_declared(name, mapping.skip)
         if len(matches) > 1:
             lines = " and ".join(_rule_where(r) for _, r, _ in matches)
@@ -217,7 +217,7 @@ def adapted_channels(pair: Pair) -> tuple[int, int] | None:
 def _adapt(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
     axis = input_axis(pair.kind, pair.target.framework)
     channels = pair.target.tensors[0].shape[axis]
-    return [layout.adapt_in_channels(arrays[0], axis, channels, pair.rule.adapt)] + list(arrays[1:])
+    return [layout.adapt_in_channels(arrays[0], axis, channels, pair.rule.adapt or "timm"), *arrays[1:]]
 
 
 def flatten_of(pair: Pair) -> tuple[int, int, int] | None:

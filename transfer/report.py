@@ -89,8 +89,8 @@ class Verification:
 
     def error_message(self, where: str) -> str:
         failed = self.failed
-        lines = [f"{where}: verification failed ({self.stage}): first diverging layer {failed[0].describe()}; "
-                 f"{len(failed)} check(s) failed."]
+        lines = [(f"{where}: verification failed ({self.stage}): first diverging layer {failed[0].describe()}; "
+                 f"{len(failed)} check(s) failed.")]
         lines += [f"  {check.describe()}" for check in failed[1:21]]
         return "\n".join(lines)
 
@@ -157,8 +157,8 @@ def to_json(report: Report) -> str:
 def summary(report: Report) -> str:
     """A few lines a person reads at a glance; the JSON has the full table."""
     verb = "would move" if report.checked_only else "moved"
-    lines = [f"transfer-weights: {verb} {len(report.transferred)} layers "
-             f"({report.params_moved:,} parameters) from {report.source} into {report.target}"]
+    lines = [(f"transfer-weights: {verb} {len(report.transferred)} layers "
+             f"({report.params_moved:,} parameters) from {report.source} into {report.target}")]
     for declared, label in ((True, "declared in skip"), (False, "NO RULE MATCHED")):
         names = [s.layer for s in report.skipped if s.declared == declared]
         if names:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from transfer import _frameworks
 from transfer.adapter import Weights, adapter_for
@@ -19,8 +19,8 @@ from transfer.errors import CheckpointError, MappingError
 from transfer.mapping import Mapping, ModelSpec
 from transfer.output import output_suffix
 
-SourceInput = Union[str, Path, Any, None]
-TargetInput = Union[str, Path, Callable[..., Any], Any, None]
+SourceInput = str | Path | Any | None
+TargetInput = str | Path | Callable[..., Any] | Any | None
 
 
 @dataclasses.dataclass(frozen=True)

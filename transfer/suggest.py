@@ -73,8 +73,9 @@ def _fits(source: LayerSpec, target: LayerSpec) -> dict[str, Any] | None:
         except IncompatibleWeightsError:
             continue
         if shapes == target.shapes:
-            needs_rescale = (pair.kind == "batchnorm" and None not in (source.epsilon, target.epsilon)
-                             and abs(source.epsilon - target.epsilon) > 1e-12 * target.epsilon)
+            eps_s, eps_t = source.epsilon, target.epsilon
+            needs_rescale = (pair.kind == "batchnorm" and eps_s is not None and eps_t is not None
+                             and abs(eps_s - eps_t) > 1e-12 * eps_t)
             return {**options, **({"epsilon": "rescale"} if needs_rescale else {})}
     return None
 
@@ -189,8 +190,8 @@ def render(draft: Draft, folder: Path, source_name: str, target_name: str) -> st
     unsure = sum(1 for *_, doubt in draft.pairs if doubt)
     lines = [
         f"# Draft mapping written by `transfer-weights suggest`: {source_name} -> {target_name}.",
-        f"# {len(draft.pairs)} pairs ({unsure} unsure), {len(draft.undecided)} undecided, "
-        f"{len(draft.skip)} source layers skipped, {len(draft.untouched)} target layers untouched.",
+        (f"# {len(draft.pairs)} pairs ({unsure} unsure), {len(draft.undecided)} undecided, "
+        f"{len(draft.skip)} source layers skipped, {len(draft.untouched)} target layers untouched."),
         "# Layers were aligned in order by kind and shape. Review every 'unsure' and 'UNDECIDED' line.",
         "format: 1",
         "source: " + yaml.safe_dump(_spec_dict(draft.source, "source", folder), default_flow_style=True).strip(),

@@ -253,7 +253,8 @@ def _same_activation(pair: Pair, source_model: Any, target_model: Any, reference
     Keras layer's activation to the torch side's output so like is compared with like."""
     if _is_keras(source_model) == _is_keras(target_model):
         return reference, candidate
-    keras_model, name = (source_model, pair.source.name) if _is_keras(source_model) else (target_model, pair.target.name)
+    keras_is_source = _is_keras(source_model)
+    keras_model, name = (source_model, pair.source.name) if keras_is_source else (target_model, pair.target.name)
     activation = getattr(keras_model.get_layer(name), "activation", None)
     if activation is None:
         return reference, candidate

@@ -111,7 +111,7 @@ def _restored_application(app: KerasApplication, source: LegacyH5Source) -> Runn
     model = _keras_application(app, include_top="predictions" in source.layers())
     try:
         model.load_weights(str(source.path))
-    except Exception as exc:  # a file of another layout: say so, do not guess
+    except Exception as exc:  # noqa: BLE001  (a file of another layout: the stack check says so, does not guess)
         return None, f"the source file does not restore keras.applications.{app.builder}: {first_line(exc)}"
     return model, ""
 
@@ -179,7 +179,10 @@ def _download_torchvision(known: Any) -> Path:
     models = _frameworks.torchvision().models
     url = getattr(models, known.weights_enum).IMAGENET1K_V1.url
     filename = url.rsplit("/", 1)[-1]
-    hash_prefix = re.search(r"-([a-f0-9]+)\.", filename).group(1)  # torchvision's naming rule
+    found = re.search(r"-([a-f0-9]+)\.", filename)  # torchvision's naming rule: name-HASH.pth
+    if found is None:
+        raise CheckpointError(f"{url}: no hash in the file name; cannot check the download.")
+    hash_prefix = found.group(1)
     path = Path(torch.hub.get_dir()) / "checkpoints" / filename
     if path.is_file():
         digest = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -42,7 +42,7 @@ def _chunked_attr(group: h5py.Group, name: str) -> list[str]:
 
 def is_legacy_h5(file: h5py.File, path: Path) -> bool:
     try:
-        root = file["model_weights"] if "model_weights" in file else file
+        root = file.get("model_weights", file)
         return "layer_names" in root.attrs or "layer_names0" in root.attrs
     except H5_ERRORS as exc:
         file.close()
@@ -104,7 +104,7 @@ class LegacyH5Source(_H5Source):
                  epsilon: tuple[float, str] | None = None, file: h5py.File | None = None):
         super().__init__(path, f"Keras legacy HDF5 weights {path}", preprocessing, epsilon, file)
         try:
-            root = self._file["model_weights"] if "model_weights" in self._file else self._file
+            root = self._file.get("model_weights", self._file)
             for layer in _chunked_attr(root, "layer_names"):
                 group = root[layer]
                 weight_names = _chunked_attr(group, "weight_names")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def check_input_shape(input_shape: Sequence[Any], multiple: int, builder: str) -> tuple:

@@ -15,13 +15,14 @@ from transfer import _frameworks
 
 keras = _frameworks.keras()
 ops = keras.ops
+Layer: Any = keras.layers.Layer  # a runtime class: the type checker sees Any
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
         raise ValueError(f"{name} must be a positive int or a pair of them; received {value!r}.")
-    return pair  # type: ignore[return-value]
+    return (pair[0], pair[1])
 
 
 def max_pool_with_argmax(inputs: Any, pool_size: tuple[int, int] = (2, 2)) -> tuple[Any, Any]:
@@ -61,7 +62,7 @@ def max_unpool(values: Any, indices: Any, output_hw: tuple[Any, Any],
 
 
 @keras.saving.register_keras_serializable(package="transfer_weights")
-class MaxPoolingWithArgmax2D(keras.layers.Layer):
+class MaxPoolingWithArgmax2D(Layer):
     """Max pooling returning `[pooled, indices]` (int64, TensorFlow's flat index convention)."""
 
     def __init__(self, pool_size: int | tuple[int, int] = 2, **kwargs: Any):
@@ -88,7 +89,7 @@ class MaxPoolingWithArgmax2D(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="transfer_weights")
-class MaxUnpooling2D(keras.layers.Layer):
+class MaxUnpooling2D(Layer):
     """Inverse of `MaxPoolingWithArgmax2D`: inputs `[values, indices, like]`, where `like`
     is the tensor that was pooled (it gives the output's height and width, odd ones too)."""
 

@@ -12,7 +12,8 @@ Keras' "same" would pad only bottom and right at stride 2.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from transfer import _frameworks
 from transfer.targets._checks import check_epsilon, check_positive_int
@@ -39,7 +40,7 @@ def build_resnet50(stride_on: str = "1x1", conv_bias: bool = True, batchnorm_eps
         raise ValueError(f"{builder}: stride_on must be '1x1' or '3x3'; received {stride_on!r}.")
     for flag, value in (("conv_bias", conv_bias), ("include_top", include_top)):
         if not isinstance(value, bool):
-            raise ValueError(f"{builder}: {flag} must be true or false; received {value!r}.")
+            raise TypeError(f"{builder}: {flag} must be true or false; received {value!r}.")
     check_positive_int(classes, "classes", builder)
     eps = check_epsilon(batchnorm_epsilon, builder)
     keras = _frameworks.keras()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from transfer import _frameworks
 from transfer.targets._checks import check_epsilon, check_input_shape, check_positive_int
@@ -36,7 +37,7 @@ def build_segnet_vgg16(input_shape: Sequence[Any] = (256, 256, 3), classes: int 
     classes = check_positive_int(classes, "classes", builder)
     batchnorm_epsilon = check_epsilon(batchnorm_epsilon, builder)
     if not isinstance(batchnorm, bool):
-        raise ValueError(f"{builder}: batchnorm must be true or false; received {batchnorm!r}.")
+        raise TypeError(f"{builder}: batchnorm must be true or false; received {batchnorm!r}.")
     keras = _frameworks.keras()
     layers = keras.layers
 
@@ -55,10 +56,10 @@ def build_segnet_vgg16(input_shape: Sequence[Any] = (256, 256, 3), classes: int 
         x, indices = MaxPoolingWithArgmax2D(2, name=f"block{block}_pool")(x)
         pooled_from[block] = (indices, like)
 
-    for block, filters in DECODER:
+    for block, widths in DECODER:
         indices, like = pooled_from[block]
         x = MaxUnpooling2D(2, name=f"dec{block}_unpool")([x, indices, like])
-        for conv, width in enumerate(filters, start=1):
+        for conv, width in enumerate(widths, start=1):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"dec{block}_conv{conv}")(x)
             x = layers.BatchNormalization(epsilon=batchnorm_epsilon, name=f"dec{block}_bn{conv}")(x)
             x = layers.Activation("relu", name=f"dec{block}_relu{conv}")(x)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from transfer import _frameworks
 from transfer.targets._checks import check_epsilon, check_input_shape, check_positive_int

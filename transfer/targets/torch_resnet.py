@@ -21,7 +21,7 @@ def build_torch_resnet50(stride_on: str = "3x3", conv_bias: bool = False, batchn
     if stride_on not in ("1x1", "3x3"):
         raise ValueError(f"{builder}: stride_on must be '1x1' or '3x3'; received {stride_on!r}.")
     if not isinstance(conv_bias, bool):
-        raise ValueError(f"{builder}: conv_bias must be true or false; received {conv_bias!r}.")
+        raise TypeError(f"{builder}: conv_bias must be true or false; received {conv_bias!r}.")
     check_positive_int(classes, "classes", builder)
     eps = check_epsilon(batchnorm_epsilon, builder)
     torch = _frameworks.torch()

@@ -11,9 +11,10 @@ from transfer.targets.vgg16_layout import VGG16_BLOCKS
 
 torch = _frameworks.torch()
 nn = torch.nn
+Module: Any = nn.Module  # a runtime class: the type checker sees Any
 
 
-class SegNetVGG16(nn.Module):
+class SegNetVGG16(Module):
     """SegNet: VGG16 encoder with pooling indices, mirrored decoder, 1x1 conv head.
 
     Modules are named as in the Keras SegNet: `block{i}_conv{j}`, `block{i}_bn{j}` (with
@@ -37,7 +38,7 @@ class SegNetVGG16(nn.Module):
         check_positive_int(classes, "classes", builder)
         eps = check_epsilon(batchnorm_epsilon, builder)
         if not isinstance(batchnorm, bool):
-            raise ValueError(f"{builder}: batchnorm must be true or false; received {batchnorm!r}.")
+            raise TypeError(f"{builder}: batchnorm must be true or false; received {batchnorm!r}.")
         self.batchnorm = batchnorm
         channels = in_channels
         for block, filters, convs in VGG16_BLOCKS:
