@@ -13,6 +13,9 @@
 (d) scaling: synthetic VGG-like checkpoints (0.1, 0.5, 1 billion parameters; --quick: 0.02,
     0.05, 0.1): time per transferred GB, and peak RSS growth against 2x the largest tensor.
 (e) the CLI end to end vs the bare cost of importing the frameworks and building the target.
+(f) the cost of --verify: the main jobs (notop .h5 -> Keras U-Net, vgg16_bn .pth -> Keras
+    SegNet, both written to .keras) with --verify against without: time (best of repeats) and
+    peak RSS growth during the call, each in a fresh process.
 
 Each case runs in a fresh Python process, so imports and memory do not leak between cases.
 Prints a table and, last, one JSON line. Timings are the best of alternating repeats; nothing here is a
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -186,6 +190,25 @@ def case_cli(folder: Path, repeats: int) -> dict:
     return {"bare_s": bare_s, "cli_s": cli_s, "cli_overhead_s": cli_s - bare_s}
 
 
+def case_verify_cost(folder: Path, repeats: int, job: str, verify: bool) -> dict:
+    """One main job as the CLI runs it (target built from the mapping, written to .keras)."""
+    import transfer
+
+    name, file = {"unet": ("unet_vgg16.yaml", "vgg16_notop.h5"),
+                  "segnet": ("segnet_vgg16_bn_torchvision.yaml", "vgg16_bn.pth")}[job]
+    spec, out = str(ROOT / "mappings" / name), folder / f"{job}-{verify}.keras"
+    transfer.transfer_weights(spec, source_weights=folder / file, out=out, verify=verify)  # warm-up
+    times, growth = [], []
+    for _ in range(repeats):
+        reset_peak_rss()
+        baseline = rss_mb()
+        started = time.perf_counter()
+        transfer.transfer_weights(spec, source_weights=folder / file, out=out, verify=verify)
+        times.append(time.perf_counter() - started)
+        growth.append(peak_rss_mb() - baseline)
+    return {"time_s": min(times), "rss_growth_mb": min(growth)}
+
+
 CASES = {"keras_by_name": case_keras_by_name, "torch_loop": case_torch_loop, "cli": case_cli}
 
 
@@ -237,6 +260,43 @@ def run_case(name: str, folder: Path, repeats: int, *extra: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def verify_cost(folder: Path, repeats: int) -> dict:
+    found = {}
+    for job in ("unet", "segnet"):
+        plain = run_case("verify_cost", folder, repeats, "--file", job)
+        checked = run_case("verify_cost", folder, repeats, "--file", job, "--verify")
+        found[job] = {"plain": plain, "verify": checked, "time_ratio": checked["time_s"] / plain["time_s"],
+                      "rss_ratio": checked["rss_growth_mb"] / plain["rss_growth_mb"]}
+    return found
+
+
+def verify_rows(found: dict) -> list[tuple[str, str, str]]:
+    rows = []
+    for job, label in (("unet", "notop .h5 -> U-Net"), ("segnet", "vgg16_bn .pth -> SegNet")):
+        v = found[job]
+        rows.append((f"(f) {label} .keras: --verify / without: time", (f"{v['verify']['time_s']:.2f} s / "
+                     f"{v['plain']['time_s']:.2f} s"), f"{v['time_ratio']:.2f}x"))
+        rows.append((f"(f) {label} .keras: --verify / without: peak RSS growth",
+                     f"{v['verify']['rss_growth_mb']:.0f} MB / {v['plain']['rss_growth_mb']:.0f} MB", f"{v['rss_ratio']:.2f}x"))
+    return rows
+
+
+def only(case: str, folder: Path, repeats: int) -> None:
+    """One case alone, for quick checks while optimising."""
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    if case == "a":
+        a = run_case("keras_by_name", folder, repeats)
+        print(f"(a) tool / Keras load_weights(by_name): {a['tool_s']:.4f} s / {a['keras_s']:.4f} s = "
+              f"{a['keras_by_name_ratio']:.2f}x")
+        print(json.dumps({"keras_by_name_ratio": round(a["keras_by_name_ratio"], 3)}))
+        return
+    found = verify_cost(folder, 3)
+    for label, values, ratio in verify_rows(found):
+        print(f"{label:<62} {values:<22} {ratio}")
+    print(json.dumps({job: {"time_ratio": round(v["time_ratio"], 3), "rss_ratio": round(v["rss_ratio"], 3)}
+                      for job, v in found.items()}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller scaling sizes, fewer repeats")
@@ -244,12 +304,16 @@ def main() -> None:
     parser.add_argument("--folder", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
+    parser.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=["a", "verify"], help="run one case: (a), or (f) the cost of --verify")
     args = parser.parse_args()
     if args.case:  # a child process: one case, one JSON line
         if args.case == "encoder_from":
             result = case_encoder_from(args.folder, args.repeats, args.file)
         elif args.case == "scaling":
             result = case_scaling(args.folder, args.repeats, args.file)
+        elif args.case == "verify_cost":
+            result = case_verify_cost(args.folder, args.repeats, args.file, args.verify)
         else:
             result = CASES[args.case](args.folder, args.repeats)
         print(json.dumps(result))
@@ -259,16 +323,19 @@ def main() -> None:
     repeats = 15 if args.quick else 31
     scaling = [0.02, 0.05, 0.1] if args.quick else [0.1, 0.5, 1.0]
     folder = Path(tempfile.mkdtemp(prefix="transfer-bench-"))
-    files = make_files(folder, scaling)
+    files = make_files(folder, [] if args.only else scaling)
+    if args.only:
+        only(args.only, folder, repeats)
+        shutil.rmtree(folder)
+        return
     a = run_case("keras_by_name", folder, repeats)
     b = run_case("torch_loop", folder, repeats)
     full = run_case("encoder_from", folder, repeats, "--file", "vgg16_full.h5")
     notop = run_case("encoder_from", folder, repeats, "--file", "vgg16_notop.h5")
     scale = [run_case("scaling", folder, 1, "--file", name) for name in files]
     e = run_case("cli", folder, 3 if args.quick else 5)
-    for path in folder.iterdir():
-        path.unlink()
-    folder.rmdir()
+    f = verify_cost(folder, 3 if args.quick else 5)
+    shutil.rmtree(folder)
 
     rows = [
         ("(a) notop .h5 -> U-Net: tool / Keras load_weights(by_name)", f"{a['tool_s']:.3f} s / {a['keras_s']:.3f} s",
@@ -287,6 +354,7 @@ def main() -> None:
                      f"RSS +{s['rss_growth_mb']:.0f} MB = {s['rss_growth_over_2x_largest']:.2f} x (2 x largest tensor)"))
     rows.append(("(e) CLI end to end / bare imports + build", f"{e['cli_s']:.2f} s / {e['bare_s']:.2f} s",
                  f"+{e['cli_overhead_s']:.2f} s"))
+    rows += verify_rows(f)
     width = max(len(r[0]) for r in rows)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     for label, values, ratio in rows:
@@ -301,6 +369,8 @@ def main() -> None:
         "scaling_linearity": round(max(per_gb) / min(per_gb), 3),
         "scaling_rss_over_2x_largest": [round(s["rss_growth_over_2x_largest"], 3) for s in scale],
         "cli_overhead_s": round(e["cli_overhead_s"], 3),
+        "verify_time_ratio": {job: round(v["time_ratio"], 3) for job, v in f.items()},
+        "verify_rss_ratio": {job: round(v["rss_ratio"], 3) for job, v in f.items()},
         "quick": args.quick, "minutes": round((time.perf_counter() - started) / 60, 2),
     }
     print(json.dumps(summary))

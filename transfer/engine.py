@@ -25,9 +25,9 @@ from transfer.checksums import file_sha256, tensor_sha256
 from transfer.errors import IncompatibleWeightsError, VerificationError
 from transfer.mapping import Mapping
 from transfer.plan import Pair, Plan, adapted_channels, convert_pair, plan_transfer
-from transfer.report import Report, TransferredLayer
+from transfer.report import Report, TransferredLayer, Verification
 from transfer.sources.known_models import PREPROCESSING_HELP
-from transfer.verify import verify_transfer
+from transfer.verify import compare_written, verify_transfer
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def run(mapping: Mapping, source: Weights, target: Weights, options: Options) ->
         if options.out is not None:
             def check_written(path: Path) -> None:
                 with target.reload(path) as reloaded:
-                    _verify(report, plan, source, reloaded, "written file, reloaded", runnable,
+                    _record(report, compare_written(plan.pairs, target, reloaded, "written file, reloaded"),
                             f"{mapping.origin}: output {path.name}")
 
             target.save(options.out, check_written if options.verify else None)
@@ -90,7 +90,10 @@ def verify_converted(mapping: Mapping, source: Weights, target: Weights) -> Repo
 
 def _verify(report: Report, plan: Plan, source: Weights, target: Weights, stage: str,
             runnable: Any, where: str) -> None:
-    result = verify_transfer(plan.pairs, source, target, stage, runnable)
+    _record(report, verify_transfer(plan.pairs, source, target, stage, runnable), where)
+
+
+def _record(report: Report, result: Verification, where: str) -> None:
     report.verification.append(result)
     if not result.ok:
         raise VerificationError(result.error_message(where), report=report)

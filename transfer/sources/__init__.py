@@ -155,21 +155,33 @@ def _torch_source(spec: ModelSpec) -> Weights:
 
 
 def _restored_torchvision(known: TorchvisionModel, source: StateDictSource) -> Runnable:
-    """torchvision's model holding the file's tensors. Keys the file lacks (a state dict
-    without the classifier, say) stay at their initial values and are named in the note;
-    the stack check only runs through layers the mapping moved, which the file has."""
+    """torchvision's model holding the file's tensors. It is built on the meta device and the
+    file's tensors are assigned, not copied: no random initialisation of 138M parameters, no
+    second copy. Modules the file lacks (a state dict without the classifier, say) get fresh
+    initial values and are named in the note; the stack check only runs through layers the
+    mapping moved, which the file has."""
     if _frameworks.triton_crash_risk():
         return None, "torchvision cannot be imported after TensorFlow here (see README)"
-    model = getattr(_frameworks.torchvision().models, known.builder)(weights=None)
+    torch = _frameworks.torch()
+    with torch.device("meta"):
+        model = getattr(_frameworks.torchvision().models, known.builder)(weights=None)
     state = {key: materialize(tensor) for key, tensor in source.tensors.items()}
     try:
-        result = model.load_state_dict(state, strict=False)
+        result = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as exc:  # shapes that do not fit torchvision's model
         return None, f"the source file does not fit torchvision's {known.builder}: {first_line(exc)}"
     if result.unexpected_keys:
         return None, (f"the source file has keys torchvision's {known.builder} lacks "
                       f"({', '.join(sorted(result.unexpected_keys)[:3])}, ...)")
     missing = sorted({key.rsplit(".", 1)[0] for key in result.missing_keys if not key.endswith("num_batches_tracked")})
+    for _name, module in model.named_modules():  # what the file did not fill: real, initialised storage
+        if any(t.is_meta for t in [*module.parameters(recurse=False), *module.buffers(recurse=False)]):
+            module.to_empty(device="cpu", recurse=False)
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            for buffer_name, buffer in module.named_buffers(recurse=False):
+                if buffer_name == "num_batches_tracked":
+                    buffer.zero_()
     note = f"modules absent from the file left at their initial values: {', '.join(missing)}" if missing else ""
     return model.eval(), note
 
