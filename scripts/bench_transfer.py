@@ -98,9 +98,15 @@ def case_keras_by_name(folder: Path, repeats: int) -> dict:
     path = folder / "vgg16_notop.h5"
     unet = build_unet_vgg16((224, 224, 3), classes=6)
     spec = mapping("unet_vgg16.yaml")
-    tool, keras = paired_best(lambda: transfer.transfer_weights(spec, source_weights=path, target=unet),
-                                 lambda: unet.load_weights(path, by_name=True, skip_mismatch=True), repeats)
-    return {"tool_s": tool, "keras_s": keras, "keras_by_name_ratio": tool / keras}
+    # like for like: Keras' loader keeps no way back, so first without the snapshot ...
+    tool, keras = paired_best(lambda: transfer.transfer_weights(spec, source_weights=path, target=unet,
+                                                                restore_on_failure=False),
+                              lambda: unet.load_weights(path, by_name=True, skip_mismatch=True), repeats)
+    # ... then the default, which can put the live model back after any failure
+    protected, keras2 = paired_best(lambda: transfer.transfer_weights(spec, source_weights=path, target=unet),
+                                    lambda: unet.load_weights(path, by_name=True, skip_mismatch=True), repeats)
+    return {"tool_s": tool, "keras_s": keras, "keras_by_name_ratio": tool / keras,
+            "protected_s": protected, "protected_ratio": protected / keras2}
 
 
 def case_torch_loop(folder: Path, repeats: int) -> dict:
@@ -287,8 +293,9 @@ def only(case: str, folder: Path, repeats: int) -> None:
     if case == "a":
         a = run_case("keras_by_name", folder, repeats)
         print(f"(a) tool / Keras load_weights(by_name): {a['tool_s']:.4f} s / {a['keras_s']:.4f} s = "
-              f"{a['keras_by_name_ratio']:.2f}x")
-        print(json.dumps({"keras_by_name_ratio": round(a["keras_by_name_ratio"], 3)}))
+              f"{a['keras_by_name_ratio']:.2f}x; live target protected (default): {a['protected_ratio']:.2f}x")
+        print(json.dumps({"keras_by_name_ratio": round(a["keras_by_name_ratio"], 3),
+                          "protected_ratio": round(a["protected_ratio"], 3)}))
         return
     found = verify_cost(folder, 3)
     for label, values, ratio in verify_rows(found):
@@ -340,6 +347,7 @@ def main() -> None:
     rows = [
         ("(a) notop .h5 -> U-Net: tool / Keras load_weights(by_name)", f"{a['tool_s']:.3f} s / {a['keras_s']:.3f} s",
          f"{a['keras_by_name_ratio']:.2f}x"),
+        ("(a) the same, live target protected (default)", f"{a['protected_s']:.3f} s", f"{a['protected_ratio']:.2f}x"),
         ("(b) vgg16_bn .pth -> Keras SegNet: tool / hand loop", f"{b['tool_s']:.3f} s / {b['loop_s']:.3f} s",
          f"{b['torch_loop_ratio']:.2f}x"),
         ("(c) encoder from full (528 MB) / notop file: time", f"{full['time_s']:.3f} s / {notop['time_s']:.3f} s",
@@ -362,6 +370,7 @@ def main() -> None:
     per_gb = [s["s_per_gb"] for s in scale]
     summary = {
         "keras_by_name_ratio": round(a["keras_by_name_ratio"], 3),
+        "protected_ratio": round(a["protected_ratio"], 3),
         "torch_loop_ratio": round(b["torch_loop_ratio"], 3),
         "full_vs_notop_time_ratio": round(full["time_s"] / notop["time_s"], 3),
         "full_vs_notop_rss_ratio": round(full["rss_growth_mb"] / notop["rss_growth_mb"], 3),

@@ -168,7 +168,7 @@ def test_large_snapshots_spill_to_disk_and_restore_exactly(monkeypatch: pytest.M
     monkeypatch.setattr(adapter, "SPILL_ABOVE_BYTES", 0)
     snapshot = adapter.Snapshot()
     arrays = [np.arange(6, dtype="float32").reshape(2, 3), np.ones(3, "float32")]
-    snapshot.put("a", [a.copy() for a in arrays])
+    snapshot.put("a", [a.copy() for a in arrays], sum(a.nbytes for a in arrays))
     assert snapshot._folder is not None and snapshot._folder.is_dir()
     assert all(np.array_equal(x, y) for x, y in zip(snapshot.get("a"), arrays))
     folder = snapshot._folder

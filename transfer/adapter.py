@@ -46,12 +46,14 @@ class Snapshot:
     _bytes: int = 0
     _folder: Path | None = None
 
-    def put(self, name: str, copies: list[Any]) -> None:
-        """Keep `copies` (arrays or tensors the caller already copied) of layer `name`."""
-        self._bytes += sum(int(c.nbytes) for c in copies)
+    def put(self, name: str, copies: list[Any], nbytes: int) -> None:
+        """Keep `copies` of layer `name`: arrays or tensors that no later change of the model
+        can alter (the caller copied them, or they are immutable); `nbytes` in all."""
+        self._bytes += nbytes
         if self._bytes <= (SPILL_ABOVE_BYTES if self.spill_above is None else self.spill_above):
             self._memory[name] = copies
             return
+        copies = [c if type(c).__module__.startswith("torch") else np.asarray(c) for c in copies]
         if self._folder is None:
             self._folder = Path(tempfile.mkdtemp(prefix="transfer-weights-snapshot-"))
         path = self._folder / f"{len(self._spilled)}.pickle"

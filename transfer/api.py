@@ -24,7 +24,7 @@ class TransferResult(NamedTuple):
 def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: TargetInput = None, *,
                      source_weights: str | Path | None = None, strict: bool = False,
                      check: bool = False, verify: bool = False, checksums: bool = False,
-                     out: str | Path | None = None) -> TransferResult:
+                     out: str | Path | None = None, restore_on_failure: bool = True) -> TransferResult:
     """Move weights from `source` into `target` as `mapping` says, all or nothing.
 
     Args:
@@ -41,6 +41,10 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
             the source on a probe input, in memory and again on the written file.
         checksums: record the sha256 of the source file and of every target tensor.
         out: write the target there (`.keras`, `.weights.h5`, `.pth`, `.pt`, `.safetensors`).
+        restore_on_failure: for a target the caller holds, snapshot the layers about to change
+            and put them back on any failure (the default). The snapshot costs a second buffer
+            for each moved tensor (memory, or a temporary folder past 256 MiB); pass False
+            only when a failed run's model is discarded anyway.
 
     Returns:
         `TransferResult(model, report)`.
@@ -48,7 +52,8 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
     Raises:
         TransferWeightsError subclasses (see `transfer.errors`). On any of them no output
         file exists and a target the caller holds (a live model, or a factory's model) is
-        exactly as it was: tensors, BatchNorm statistics and trainable flags.
+        exactly as it was: tensors, BatchNorm statistics and trainable flags (unless
+        `restore_on_failure=False`).
     """
     spec = load_mapping(mapping)
     out_path = Path(out) if out is not None else None
@@ -57,13 +62,13 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
     opened = open_target(spec, target)
     with open_source_input(spec, source, source_weights) as source_adapter:
         options = engine.Options(strict=strict, check=check, verify=verify, checksums=checksums,
-                                 out=out_path, protect=opened.caller_owned)
+                                 out=out_path, protect=opened.caller_owned and restore_on_failure)
         report = engine.run(spec, source_adapter, opened.weights, options)
     return TransferResult(opened.weights.model, report)
 
 
 def verify_weights(mapping: MappingInput, target: str | Path | Any, source: SourceInput = None, *,
-                   source_weights: str | Path | None = None) -> Report:
+                   source_weights: str | Path | None = None, target_factory: TargetInput = None) -> Report:
     """Check a model converted earlier (by this tool, another one, or by hand) against its
     source under `mapping`. Nothing is changed or written.
 
@@ -73,6 +78,9 @@ def verify_weights(mapping: MappingInput, target: str | Path | Any, source: Sour
         target: the converted model: a live model, a `.keras` file, or a weights file
             (`.weights.h5`, `.pth`, `.pt`, `.safetensors`) of the mapping's target.
         source, source_weights: as for `transfer_weights`.
+        target_factory: builds the architecture a weights-file `target` is loaded into (a
+            callable or "module:callable", called with `target.config`); default: the
+            mapping's target.
 
     Returns:
         The report, every check in `report.verification[0]`.
@@ -82,5 +90,5 @@ def verify_weights(mapping: MappingInput, target: str | Path | Any, source: Sour
         every check. Other TransferWeightsError subclasses for unreadable input.
     """
     spec = load_mapping(mapping)
-    with open_converted(spec, target) as converted, open_source_input(spec, source, source_weights) as source_adapter:
+    with open_converted(spec, target, target_factory) as converted, open_source_input(spec, source, source_weights) as source_adapter:
         return engine.verify_converted(spec, source_adapter, converted)

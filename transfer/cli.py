@@ -93,6 +93,8 @@ def _verify_parser() -> argparse.ArgumentParser:
                              "(.weights.h5, .pth/.pt, .safetensors)")
     parser.add_argument("--source-weights", metavar="PATH",
                         help="source weights file (or 'imagenet'); overrides source.weights")
+    parser.add_argument("--target-factory", metavar="MODULE:CALLABLE",
+                        help="the architecture a weights file is loaded into (default: the mapping's target)")
     parser.add_argument("--report", metavar="PATH", help="write every check as JSON")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors only")
     return parser
@@ -105,7 +107,8 @@ def verify_main(argv: Sequence[str]) -> int:
     from transfer import api
 
     def work() -> Any:
-        return api.verify_weights(args.map, args.target, source_weights=args.source_weights)
+        return api.verify_weights(args.map, args.target, source_weights=args.source_weights,
+                                  target_factory=args.target_factory)
 
     return _run(args, work, lambda report: [(f"transfer-weights verify: {len(report.transferred)} mapped "
                                             f"layers of {args.target} match {report.source}")])

@@ -97,6 +97,15 @@ def load_keras_file(path: Path) -> Any:
         raise CheckpointError(f"{path}: cannot load the Keras model: {type(exc).__name__}: {exc}") from exc
 
 
+def _unchanging_value(variable: Any, backend: str) -> Any:
+    """The variable's current value, as something no later `assign` alters."""
+    if backend == "tensorflow":
+        return variable.value.read_value()  # an immutable tensor (TensorFlow copies on write)
+    if backend == "jax":
+        return variable.value  # jax arrays are immutable; assign replaces the array
+    return np.array(variable.numpy(), copy=True)  # torch (and others) update in place
+
+
 class KerasModelWeights(Closing):
     """Reads and writes the weights of a live Keras model by layer name."""
 
@@ -125,14 +134,21 @@ class KerasModelWeights(Closing):
             self._layers[name].set_weights(arrays)
 
     def snapshot(self, names: Iterable[str]) -> Snapshot:
+        """On TensorFlow and JAX a variable's value is an immutable tensor, which a later
+        `assign` never changes: keeping a reference is a snapshot, at no cost. On the torch
+        backend variables are updated in place, so their values are cloned."""
+        backend = _frameworks.keras().backend.backend()
         snapshot = Snapshot([(layer, bool(layer.trainable)) for layer in all_layers(self.model)])
         for name in names:
-            snapshot.put(name, [np.array(w, copy=True) for w in self._layers[name].get_weights()])
+            variables = self._layers[name].weights
+            values = [_unchanging_value(v, backend) for v in variables]
+            snapshot.put(name, values, sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables))
         return snapshot
 
     def restore(self, snapshot: Snapshot) -> None:
         for name in snapshot.names():
-            self._layers[name].set_weights(snapshot.get(name))
+            for variable, value in zip(self._layers[name].weights, snapshot.get(name)):
+                variable.assign(value)
         for layer, trainable in snapshot.flags:
             if layer.trainable != trainable:
                 layer.trainable = trainable

@@ -93,9 +93,10 @@ def open_source_input(spec: Mapping, source: SourceInput = None,
     return open_source(model_spec)
 
 
-def open_converted(spec: Mapping, converted: str | Path | Any) -> Weights:
+def open_converted(spec: Mapping, converted: str | Path | Any, architecture: TargetInput = None) -> Weights:
     """A target converted earlier, for checking: a live model; a `.keras` file; or a weights
-    file (`.weights.h5`, `.pth`, `.pt`, `.safetensors`) loaded into the mapping's target."""
+    file (`.weights.h5`, `.pth`, `.pt`, `.safetensors`) loaded strictly into the architecture:
+    `architecture` (a factory or "module:callable", as a target) or else the mapping's target."""
     if not isinstance(converted, (str, Path)):
         return _target_adapter(converted, spec.target)
     path = Path(converted)
@@ -104,7 +105,7 @@ def open_converted(spec: Mapping, converted: str | Path | Any) -> Weights:
     if path.name.endswith(".keras"):
         return open_target(spec, path).weights
     output_suffix(path, spec.target.framework)  # says which suffixes a target can have
-    blank = open_target(dataclasses.replace(spec, target=dataclasses.replace(spec.target, file=None)))
+    blank = open_target(dataclasses.replace(spec, target=dataclasses.replace(spec.target, file=None)), architecture)
     try:
         return blank.weights.reload(path)
     except CheckpointError:

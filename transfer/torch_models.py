@@ -97,7 +97,8 @@ class TorchModuleWeights(Closing):
         included), and every parameter's `requires_grad`."""
         snapshot = Snapshot([(p, bool(p.requires_grad)) for p in self.model.parameters()])
         for name in names:
-            snapshot.put(name, [t.detach().clone() for t in own_tensors(self._module(name), True).values()])
+            copies = [t.detach().clone() for t in own_tensors(self._module(name), True).values()]
+            snapshot.put(name, copies, sum(t.nbytes for t in copies))
         return snapshot
 
     def restore(self, snapshot: Snapshot) -> None:
