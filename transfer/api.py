@@ -90,5 +90,6 @@ def verify_weights(mapping: MappingInput, target: str | Path | Any, source: Sour
         every check. Other TransferWeightsError subclasses for unreadable input.
     """
     spec = load_mapping(mapping)
-    with open_converted(spec, target, target_factory) as converted, open_source_input(spec, source, source_weights) as source_adapter:
+    with open_converted(spec, target, target_factory) as converted, \
+            open_source_input(spec, source, source_weights) as source_adapter:
         return engine.verify_converted(spec, source_adapter, converted)
