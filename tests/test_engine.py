@@ -162,6 +162,20 @@ def test_a_failed_torch_verify_restores_the_live_target() -> None:
     assert all(torch.equal(before[k], v) for k, v in target.state_dict().items())
 
 
+def test_a_factory_target_is_restored_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller may keep what its factory returned: a failure restores that model too."""
+    made: list = []
+
+    def factory(seed: int = 2) -> object:
+        made.append(keras_model(seed))
+        return made[-1]
+
+    inject("verify", "keras", monkeypatch, None)
+    with pytest.raises(TransferWeightsError):
+        transfer.transfer_weights(mapping("keras"), source=keras_model(1), target=factory, verify=True)
+    assert same(state("keras", keras_model(2)), state("keras", made[0]))
+
+
 def test_large_snapshots_spill_to_disk_and_restore_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
     from transfer import adapter
 
@@ -169,8 +183,8 @@ def test_large_snapshots_spill_to_disk_and_restore_exactly(monkeypatch: pytest.M
     snapshot = adapter.Snapshot()
     arrays = [np.arange(6, dtype="float32").reshape(2, 3), np.ones(3, "float32")]
     snapshot.put("a", [a.copy() for a in arrays], sum(a.nbytes for a in arrays))
-    assert snapshot._folder is not None and snapshot._folder.is_dir()
+    folder = snapshot.folder
+    assert folder is not None and folder.is_dir()
     assert all(np.array_equal(x, y) for x, y in zip(snapshot.get("a"), arrays))
-    folder = snapshot._folder
     snapshot.close()
     assert not folder.exists()

@@ -57,7 +57,7 @@ def test_converters_are_exact_inverses(kind: str) -> None:
 def test_probe_ops_agree_across_frameworks_on_converted_tensors(kind: str) -> None:
     """The numerical proof of each converter: torch's op on the torch tensors equals Keras'
     op on the converted tensors, on the same probe."""
-    from transfer.verify import _apply
+    from transfer.verify import run_layer
 
     torch_shapes, keras_shapes, flatten = EXAMPLES[kind]
     torch_side, keras_side = spec("torch", kind, torch_shapes), spec("keras", kind, keras_shapes, flatten)
@@ -65,14 +65,14 @@ def test_probe_ops_agree_across_frameworks_on_converted_tensors(kind: str) -> No
     context = kinds.PairContext(torch_side, keras_side, flatten)
     weights = random_tensors(kind, torch_shapes)
     probe = RNG.normal(size=(2, *entry.probe_shape(context))).astype("float32")
-    reference = _apply(entry, "torch", weights, probe, 1e-3)
-    candidate = _apply(entry, "keras", entry.convert(weights, context), probe, 1e-3)
+    reference = run_layer(entry, "torch", weights, probe, 1e-3)
+    candidate = run_layer(entry, "keras", entry.convert(weights, context), probe, 1e-3)
     assert np.max(np.abs(reference - candidate)) <= 1e-5 * np.max(np.abs(reference))
 
 
 def test_a_wrong_permutation_is_caught_by_the_probe_not_the_shape() -> None:
     """(3, 2, 1, 0) keeps a 3x3 kernel's shape and fails the probe."""
-    from transfer.verify import _apply
+    from transfer.verify import run_layer
 
     torch_side, keras_side = spec("torch", "conv2d", [(6, 4, 3, 3), (6,)]), spec("keras", "conv2d", [(3, 3, 4, 6), (6,)])
     entry = kinds.BY_NAME["conv2d"]
@@ -81,8 +81,8 @@ def test_a_wrong_permutation_is_caught_by_the_probe_not_the_shape() -> None:
     context = kinds.PairContext(torch_side, keras_side)
     assert wrong.convert(weights, context)[0].shape == (3, 3, 4, 6)
     probe = RNG.normal(size=(2, *entry.probe_shape(context))).astype("float32")
-    reference = _apply(entry, "torch", weights, probe, None)
-    assert np.max(np.abs(reference - _apply(entry, "keras", wrong.convert(weights, context), probe, None))) > 0.1
+    reference = run_layer(entry, "torch", weights, probe, None)
+    assert np.max(np.abs(reference - run_layer(entry, "keras", wrong.convert(weights, context), probe, None))) > 0.1
 
 
 def test_live_layers_are_recognised() -> None:

@@ -61,6 +61,11 @@ class Snapshot:
             pickle.dump(copies, file, protocol=pickle.HIGHEST_PROTOCOL)
         self._spilled[name] = path
 
+    @property
+    def folder(self) -> Path | None:
+        """The temporary folder holding spilled copies, if any."""
+        return self._folder
+
     def names(self) -> list[str]:
         return [*self._memory, *self._spilled]
 
@@ -91,7 +96,7 @@ class Weights(Protocol):
 
     def assign(self, updates: dict[str, list[np.ndarray]]) -> None: ...
 
-    def snapshot(self, names: Iterable[str]) -> Snapshot: ...
+    def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot: ...
 
     def restore(self, snapshot: Snapshot) -> None: ...
 
@@ -143,7 +148,7 @@ class ReadOnlyWeights(Closing):
     def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
         raise self._read_only("receive weights")
 
-    def snapshot(self, names: Iterable[str]) -> Snapshot:
+    def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot:
         raise self._read_only("be snapshot")
 
     def restore(self, snapshot: Snapshot) -> None:

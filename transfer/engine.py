@@ -50,7 +50,10 @@ def run(mapping: Mapping, source: Weights, target: Weights, options: Options) ->
     if options.check:
         return report
     staged = check_tensors(plan, source, mapping.origin)
-    snapshot = target.snapshot([pair.target.name for pair in plan.pairs]) if options.protect else None
+    # A streamed (large) transfer keeps memory near the target plus two tensors: its snapshot
+    # goes to disk layer by layer too.
+    snapshot = (target.snapshot([pair.target.name for pair in plan.pairs], 0 if staged is None else None)
+                if options.protect else None)
     try:
         report.transferred = assign(plan, staged, source, target, mapping.origin)
         runnable = source.runnable() if options.verify else (None, "")

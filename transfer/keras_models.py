@@ -133,12 +133,12 @@ class KerasModelWeights(Closing):
         for name, arrays in updates.items():
             self._layers[name].set_weights(arrays)
 
-    def snapshot(self, names: Iterable[str]) -> Snapshot:
+    def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot:
         """On TensorFlow and JAX a variable's value is an immutable tensor, which a later
         `assign` never changes: keeping a reference is a snapshot, at no cost. On the torch
         backend variables are updated in place, so their values are cloned."""
         backend = _frameworks.keras().backend.backend()
-        snapshot = Snapshot([(layer, bool(layer.trainable)) for layer in all_layers(self.model)])
+        snapshot = Snapshot([(layer, bool(layer.trainable)) for layer in all_layers(self.model)], spill_above)
         for name in names:
             variables = self._layers[name].weights
             values = [_unchanging_value(v, backend) for v in variables]

@@ -92,10 +92,10 @@ class TorchModuleWeights(Closing):
             raise IncompatibleWeightsError(
                 f"{self.description} did not accept the keys {sorted(result.unexpected_keys)}.")
 
-    def snapshot(self, names: Iterable[str]) -> Snapshot:
+    def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot:
         """Clones of every parameter and buffer of the named modules (BatchNorm's counter
         included), and every parameter's `requires_grad`."""
-        snapshot = Snapshot([(p, bool(p.requires_grad)) for p in self.model.parameters()])
+        snapshot = Snapshot([(p, bool(p.requires_grad)) for p in self.model.parameters()], spill_above)
         for name in names:
             copies = [t.detach().clone() for t in own_tensors(self._module(name), True).values()]
             snapshot.put(name, copies, sum(t.nbytes for t in copies))

@@ -138,14 +138,14 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
     context = kinds.PairContext(source, target, flatten_of(pair) if pair.kind == "dense" else None,
                                 adapted[1] if adapted else None)
     probe = rng.normal(size=(2, *entry.probe_shape(context))).astype(np.float32)
-    reference = _apply(entry, source.framework, source_arrays, probe, _epsilon(pair, source))
-    candidate = _apply(entry, target.framework, target_arrays, probe, _epsilon(pair, target))
+    reference = run_layer(entry, source.framework, source_arrays, probe, _epsilon(pair, source))
+    candidate = run_layer(entry, target.framework, target_arrays, probe, _epsilon(pair, target))
     diff, rel = _rel(reference, candidate)
     return LayerCheck(source.name, target.name, f"{pair.kind} on a probe, {source.framework} vs {target.framework}",
                       diff, rel, LAYER_TOLERANCE)
 
 
-def _apply(entry: kinds.LayerKind, framework: str, arrays: list[np.ndarray], probe: np.ndarray,
+def run_layer(entry: kinds.LayerKind, framework: str, arrays: list[np.ndarray], probe: np.ndarray,
            epsilon: float | None) -> np.ndarray:
     """Run one layer's op in `framework` on the channels-last probe; return channels-last."""
     arrays = [np.ascontiguousarray(a, np.float32) for a in arrays]
