@@ -11,9 +11,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from transfer._version import __version__
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2  # argparse's own code for bad arguments
+
+
+def quiet_frameworks() -> None:
+    """TensorFlow prints absl and oneDNN start-up lines on stderr whatever TF_CPP_MIN_LOG_LEVEL
+    says; with oneDNN's custom ops off it prints none. Set before TensorFlow is imported; a
+    value the user set wins. (Moved tensors are not computed, so the results are the same.)"""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 def exit_on_sigterm() -> None:
@@ -26,9 +36,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="transfer-weights",
         description="Move pretrained weights into another model as a mapping file says, "
                     "converting PyTorch <-> Keras layouts, all or nothing.",
-        epilog="Exit codes: 0 ok, 2 usage, 3 mapping error, 4 incompatible weights or --strict "
+        epilog="Other commands: `transfer-weights verify --help` (check a model converted earlier), "
+               "`transfer-weights suggest --help` (draft a mapping from two models). "
+               "Exit codes: 0 ok, 2 usage, 3 mapping error, 4 incompatible weights or --strict "
                "failure, 5 file or download error, 6 verification failed, 7 framework problem, "
                "1 internal error.")
+    parser.add_argument("--version", action="version", version=f"transfer-weights {__version__}")
     parser.add_argument("--map", required=True, metavar="FILE", help="mapping file (YAML, format 1)")
     parser.add_argument("--source-weights", metavar="PATH",
                         help="source weights file (or 'imagenet'); overrides source.weights")
@@ -64,7 +77,7 @@ def _suggest_parser() -> argparse.ArgumentParser:
 
 def suggest_main(argv: Sequence[str]) -> int:
     args = _suggest_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_frameworks()
     from transfer.errors import TransferWeightsError
     from transfer.suggest import suggest_mapping
 
@@ -102,7 +115,7 @@ def _verify_parser() -> argparse.ArgumentParser:
 
 def verify_main(argv: Sequence[str]) -> int:
     args = _verify_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_frameworks()
     exit_on_sigterm()
     from transfer import api
 
@@ -125,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check and args.verify:
         parser.error("--check reads no tensor, so there is nothing to --verify; to check a model "
                      "converted earlier, run `transfer-weights verify --map M --target CONVERTED`.")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter
+    quiet_frameworks()
     exit_on_sigterm()
     from transfer import api
 
