@@ -223,11 +223,13 @@ CASES = {"keras_by_name": case_keras_by_name, "torch_loop": case_torch_loop, "cl
 def make_files(folder: Path, scaling: list[float]) -> dict[str, float]:
     """Seeded stand-ins in the real formats (the published files are not reachable offline)."""
     sys.path.insert(0, str(ROOT / "tests"))
+    import transfer  # noqa: F401  (first: loads triton, so any framework import order is then safe)
+
+    # isort: split
     import h5py
     import numpy as np
     import torch
 
-    import transfer  # noqa: F401  (first: any framework import order is then safe)
     from checkpoints import keras_vgg16, torchvision_vgg16, write_legacy_h5
 
     full = keras_vgg16(include_top=True, seed=0)

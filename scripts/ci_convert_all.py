@@ -48,12 +48,14 @@ JOBS = {
 def make_checkpoints(folder: Path) -> None:
     """Seeded stand-ins for the published checkpoints, in the same formats."""
     sys.path.insert(0, str(ROOT / "tests"))
+    import transfer  # noqa: F401  (first: loads triton, so any framework import order is then safe)
+
+    # isort: split
     import keras
     import torch
     import torchvision
     from safetensors.torch import save_file
 
-    import transfer  # noqa: F401  (first: any framework import order is then safe)
     from checkpoints import keras_vgg16, randomize_keras, randomize_torch, torchvision_vgg16, write_legacy_h5
 
     write_legacy_h5(keras_vgg16(include_top=False, seed=0, input_shape=(None, None, 3)),

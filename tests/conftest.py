@@ -10,10 +10,12 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
+import transfer  # noqa: F401  (first: loads triton, so any later framework import order is safe)
+
+# isort: split
 import pytest
 import yaml
 
-import transfer  # noqa: F401  (first: loads triton, so any later framework import order is safe)
 from checkpoints import (
     keras_vgg16,
     torch_state_dict_without_counters,
