@@ -69,9 +69,9 @@ def layer_specs(model: Any) -> dict[str, LayerSpec]:
             name=name, framework="keras", kind=kind,
             tensors=tuple(TensorSpec(w.name, tuple(int(d) for d in w.shape), str(w.dtype))
                           for w in layer.weights),
-            epsilon=float(layer.epsilon) if kind == "batchnorm" else None,
-            epsilon_origin="the Keras layer" if kind == "batchnorm" else "",
-            flatten=flatten_info(model, layer) if kind == "dense" else "unknown",
+            epsilon=float(layer.epsilon) if kinds.carries_epsilon(kind) else None,
+            epsilon_origin="the Keras layer" if kinds.carries_epsilon(kind) else "",
+            flatten=flatten_info(model, layer) if kinds.reads_flattened(kind) else "unknown",
         )
     return specs
 

@@ -75,7 +75,9 @@ class LayerKind:
     probe_shape: Callable[[PairContext], tuple[int, ...]]
     torch_op: Callable[[Any, list[Any], Any, float | None], Any]
     keras_op: Callable[[Any, Arrays, Any, float | None], Any]
-    spatial: bool = True  # the probe is an image (NHWC <-> NCHW) rather than a flat vector
+    carries_epsilon: bool = False  # a normalisation: its epsilon is compared (or rescaled for)
+    reads_flattened: bool = False  # may read a flattened feature map (the CHW vs HWC row order)
+    input_channel_axis: dict[str, int] | None = None  # kernel axis of input channels, for `adapt`
 
     def convert(self, arrays: Arrays, context: PairContext) -> Arrays:
         """Source tensors -> the target framework's layout (same framework: unchanged)."""
@@ -199,6 +201,7 @@ KINDS: tuple[LayerKind, ...] = (
         probe_shape=_conv_probe,
         torch_op=lambda F, t, x, eps: F.conv2d(x, t[0], _bias(t)),
         keras_op=lambda ops, a, x, eps: _with_bias(ops.conv(x, a[0], strides=1, padding="valid"), a),
+        input_channel_axis={"keras": 2, "torch": 1},  # HWIO, OIHW
     ),
     LayerKind(
         name="dense",
@@ -210,7 +213,7 @@ KINDS: tuple[LayerKind, ...] = (
         keras_file=lambda names, shapes: _ndim(shapes, 2),
         torch_file=lambda shapes: len(shapes.get("weight", ())) == 2,
         probe_shape=_dense_probe,
-        torch_op=_dense_torch, keras_op=_dense_keras, spatial=False,
+        torch_op=_dense_torch, keras_op=_dense_keras, reads_flattened=True,
     ),
     LayerKind(
         name="batchnorm",
@@ -227,6 +230,7 @@ KINDS: tuple[LayerKind, ...] = (
         torch_op=lambda F, t, x, eps: F.batch_norm(x, t[2], t[3], t[0], t[1], False, 0.0, eps),
         keras_op=lambda ops, a, x, eps: ops.batch_normalization(x, a[2], a[3], axis=-1, offset=a[1],
                                                                 scale=a[0], epsilon=eps),
+        carries_epsilon=True,
     ),
 )
 
@@ -242,6 +246,14 @@ def kind(name: str) -> LayerKind:
         raise IncompatibleWeightsError(
             f"no PyTorch <-> Keras layout conversion is known for {name} layers; known kinds: "
             f"{', '.join(BY_NAME)}.") from None
+
+
+def carries_epsilon(name: str) -> bool:
+    return name in BY_NAME and BY_NAME[name].carries_epsilon
+
+
+def reads_flattened(name: str) -> bool:
+    return name in BY_NAME and BY_NAME[name].reads_flattened
 
 
 def keras_layer_kind(layer: Any, keras: Any) -> str:

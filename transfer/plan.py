@@ -99,7 +99,7 @@ def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bo
     untouched = [UntouchedLayer(name, is_declared(name, mapping.untouched))
                  for name in targets if name not in receivers]
     plan = Plan(pairs, skipped, untouched, _frozen(mapping, targets))
-    unknown_eps = [p.source.name for p in pairs if p.kind == "batchnorm" and p.source.epsilon is None]
+    unknown_eps = [p.source.name for p in pairs if kinds.carries_epsilon(p.kind) and p.source.epsilon is None]
     if unknown_eps:
         plan.notes.append(f"BatchNorm epsilon of {len(unknown_eps)} source layer(s) unknown (Keras weight "
                           "files do not store it): assumed equal to the target's; set "
@@ -185,7 +185,7 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
             arrays = _cross_framework(pair, arrays)
         if pair.rule.adapt:
             arrays = _adapt(pair, arrays)
-        if pair.kind == "batchnorm":
+        if kinds.carries_epsilon(pair.kind):
             arrays = _match_epsilon(pair, arrays, where)
     except IncompatibleWeightsError as exc:
         if str(exc).startswith(origin):
@@ -195,15 +195,18 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
 
 
 def _cross_framework(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    flatten = flatten_of(pair) if pair.kind == "dense" else None
+    flatten = flatten_of(pair) if kinds.reads_flattened(pair.kind) else None
     return kinds.kind(pair.kind).convert(arrays, kinds.PairContext(pair.source, pair.target, flatten))
 
 
 def input_axis(kind: str, framework: str) -> int:
-    """Axis of a conv kernel's input channels: HWIO in Keras, OIHW in torch."""
-    if kind != "conv2d":
-        raise IncompatibleWeightsError(f"input-channel adaptation applies to conv2d layers, not {kind}.")
-    return 2 if framework == "keras" else 1
+    """Axis of a kernel's input channels (the kind table's `input_channel_axis`)."""
+    axes = kinds.BY_NAME[kind].input_channel_axis if kind in kinds.BY_NAME else None
+    if axes is None:
+        adaptable = [k.name for k in kinds.KINDS if k.input_channel_axis]
+        raise IncompatibleWeightsError(f"input-channel adaptation applies to {', '.join(adaptable)} layers, "
+                                       f"not {kind}.")
+    return axes[framework]
 
 
 def adapted_channels(pair: Pair) -> tuple[int, int] | None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from transfer import kinds
 from transfer.adapter import Weights
 from transfer.errors import IncompatibleWeightsError, MappingError
 from transfer.layers import LayerSpec
@@ -74,7 +75,7 @@ def _fits(source: LayerSpec, target: LayerSpec) -> dict[str, Any] | None:
             continue
         if shapes == target.shapes:
             eps_s, eps_t = source.epsilon, target.epsilon
-            needs_rescale = (pair.kind == "batchnorm" and eps_s is not None and eps_t is not None
+            needs_rescale = (kinds.carries_epsilon(pair.kind) and eps_s is not None and eps_t is not None
                              and abs(eps_s - eps_t) > 1e-12 * eps_t)
             return {**options, **({"epsilon": "rescale"} if needs_rescale else {})}
     return None

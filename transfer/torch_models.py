@@ -39,8 +39,8 @@ def layer_specs(module: Any) -> dict[str, LayerSpec]:
             name=name or "(root)", framework="torch", kind=kind,
             tensors=tuple(TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
                           for n, t in tensors.items()),
-            epsilon=float(sub.eps) if kind == "batchnorm" else None,
-            epsilon_origin="the torch module" if kind == "batchnorm" else "",
+            epsilon=float(sub.eps) if kinds.carries_epsilon(kind) else None,
+            epsilon_origin="the torch module" if kinds.carries_epsilon(kind) else "",
         )
     return specs
 

@@ -135,7 +135,7 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
         source_arrays = [layout.adapt_in_channels(source_arrays[0], axis, adapted[1], str(pair.rule.adapt)),
                          *source_arrays[1:]]
     entry = kinds.kind(pair.kind)
-    context = kinds.PairContext(source, target, flatten_of(pair) if pair.kind == "dense" else None,
+    context = kinds.PairContext(source, target, flatten_of(pair) if kinds.reads_flattened(pair.kind) else None,
                                 adapted[1] if adapted else None)
     probe = rng.normal(size=(2, *entry.probe_shape(context))).astype(np.float32)
     reference = run_layer(entry, source.framework, source_arrays, probe, _epsilon(pair, source))

@@ -77,7 +77,7 @@ class _H5Source(ReadOnlyWeights):
         self._specs[name] = LayerSpec(
             name=name, framework="keras", kind=kind,
             tensors=tuple(TensorSpec(n, s, str(ds.dtype)) for n, s, ds in zip(short_names, shapes, datasets)),
-            epsilon=self.epsilon[0] if self.epsilon and kind == "batchnorm" else None,
+            epsilon=self.epsilon[0] if self.epsilon and kinds.carries_epsilon(kind) else None,
             epsilon_origin=self.epsilon[1] if self.epsilon else "not stored in Keras weight files",
             kind_from_file=True,
         )

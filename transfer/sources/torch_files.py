@@ -51,8 +51,8 @@ class StateDictSource(ReadOnlyWeights):
             self._specs[module] = LayerSpec(
                 name=module, framework="torch", kind=kind,
                 tensors=tuple(TensorSpec(n, shapes[module][n], dtypes[names[n]]) for n in ordered),
-                epsilon=epsilon if kind == "batchnorm" else None,
-                epsilon_origin=epsilon_origin if kind == "batchnorm" else "",
+                epsilon=epsilon if kinds.carries_epsilon(kind) else None,
+                epsilon_origin=epsilon_origin if kinds.carries_epsilon(kind) else "",
                 kind_from_file=True,
             )
 
