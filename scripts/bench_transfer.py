@@ -11,7 +11,9 @@
 (c) an encoder-only mapping from a full VGG16 file (with fc layers, ~528 MB) vs from the notop
     file: time, and peak RSS growth during the transfer (fresh process each).
 (d) scaling: synthetic VGG-like checkpoints (0.1, 0.5, 1 billion parameters; --quick: 0.02,
-    0.05, 0.1): time per transferred GB, and peak RSS growth against 2x the largest tensor.
+    0.05, 0.1) into a live model: time per transferred GB, and peak RSS growth against 2x the
+    largest tensor; with the default snapshot of the live target (spilled to disk when the
+    transfer streams) and with `restore_on_failure=False`.
 (e) the CLI end to end vs the bare cost of importing the frameworks and building the target.
 (f) the cost of --verify: the main jobs (notop .h5 -> Keras U-Net, vgg16_bn .pth -> Keras
     SegNet, both written to .keras) with --verify against without: time (best of repeats) and
@@ -152,11 +154,12 @@ def case_encoder_from(folder: Path, repeats: int, file: str) -> dict:
     return {"time_s": rest, "first_s": first, "rss_growth_mb": growth, "file_mb": (folder / file).stat().st_size / 2**20}
 
 
-def case_scaling(folder: Path, repeats: int, file: str) -> dict:
+def case_scaling(folder: Path, repeats: int, file: str, restore: bool = True) -> dict:
+    import transfer
+
+    # isort: split
     import h5py
     import keras
-
-    import transfer
 
     with h5py.File(folder / file) as handle:
         layers = [n.decode() if isinstance(n, bytes) else n for n in handle.attrs["layer_names"]]
@@ -168,11 +171,11 @@ def case_scaling(folder: Path, repeats: int, file: str) -> dict:
     spec = {"format": 1, "source": {"framework": "keras", "weights": str(folder / file)},
             "target": {"framework": "keras", "model": "user"}, "layers": {"(conv.*)": "\\1"}}
     warm_up = {**spec, "layers": {layers[0]: layers[0]}}  # first-call costs (imports, tracing) apart
-    transfer.transfer_weights(warm_up, target=model)
+    transfer.transfer_weights(warm_up, target=model, restore_on_failure=restore)
     reset_peak_rss()
     baseline = rss_mb()
     started = time.perf_counter()
-    report = transfer.transfer_weights(spec, target=model).report
+    report = transfer.transfer_weights(spec, target=model, restore_on_failure=restore).report
     seconds = time.perf_counter() - started
     growth = peak_rss_mb() - baseline
     return {"params": report.params_moved, "transferred_gb": report.params_moved * 4 / 2**30,
@@ -314,13 +317,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-restore", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=["a", "verify"], help="run one case: (a), or (f) the cost of --verify")
     args = parser.parse_args()
     if args.case:  # a child process: one case, one JSON line
         if args.case == "encoder_from":
             result = case_encoder_from(args.folder, args.repeats, args.file)
         elif args.case == "scaling":
-            result = case_scaling(args.folder, args.repeats, args.file)
+            result = case_scaling(args.folder, args.repeats, args.file, restore=not args.no_restore)
         elif args.case == "verify_cost":
             result = case_verify_cost(args.folder, args.repeats, args.file, args.verify)
         else:
@@ -341,7 +345,8 @@ def main() -> None:
     b = run_case("torch_loop", folder, repeats)
     full = run_case("encoder_from", folder, repeats, "--file", "vgg16_full.h5")
     notop = run_case("encoder_from", folder, repeats, "--file", "vgg16_notop.h5")
-    scale = [run_case("scaling", folder, 1, "--file", name) for name in files]
+    scale = [run_case("scaling", folder, 1, "--file", name) for name in files]  # the live target protected
+    bare = [run_case("scaling", folder, 1, "--file", name, "--no-restore") for name in files]
     e = run_case("cli", folder, 3 if args.quick else 5)
     f = verify_cost(folder, 3 if args.quick else 5)
     shutil.rmtree(folder)
@@ -358,10 +363,11 @@ def main() -> None:
          f"{full['rss_growth_mb']:.0f} MB / {notop['rss_growth_mb']:.0f} MB",
          f"{full['rss_growth_mb'] / notop['rss_growth_mb']:.2f}x"),
     ]
-    for s in scale:
-        rows.append((f"(d) {s['params'] / 1e9:.2f} B params ({s['transferred_gb']:.2f} GB)",
-                     f"{s['time_s']:.1f} s, {s['s_per_gb']:.2f} s/GB",
-                     f"RSS +{s['rss_growth_mb']:.0f} MB = {s['rss_growth_over_2x_largest']:.2f} x (2 x largest tensor)"))
+    for label, runs in (("", scale), (", restore_on_failure=False", bare)):
+        for s in runs:
+            rows.append((f"(d) {s['params'] / 1e9:.2f} B params ({s['transferred_gb']:.2f} GB){label}",
+                         f"{s['time_s']:.1f} s, {s['s_per_gb']:.2f} s/GB",
+                         f"RSS +{s['rss_growth_mb']:.0f} MB = {s['rss_growth_over_2x_largest']:.2f} x (2 x largest tensor)"))
     rows.append(("(e) CLI end to end / bare imports + build", f"{e['cli_s']:.2f} s / {e['bare_s']:.2f} s",
                  f"+{e['cli_overhead_s']:.2f} s"))
     rows += verify_rows(f)
@@ -379,6 +385,8 @@ def main() -> None:
         "scaling_s_per_gb": [round(v, 3) for v in per_gb],
         "scaling_linearity": round(max(per_gb) / min(per_gb), 3),
         "scaling_rss_over_2x_largest": [round(s["rss_growth_over_2x_largest"], 3) for s in scale],
+        "scaling_unprotected_s_per_gb": [round(s["s_per_gb"], 3) for s in bare],
+        "scaling_unprotected_rss_over_2x_largest": [round(s["rss_growth_over_2x_largest"], 3) for s in bare],
         "cli_overhead_s": round(e["cli_overhead_s"], 3),
         "verify_time_ratio": {job: round(v["time_ratio"], 3) for job, v in f.items()},
         "verify_rss_ratio": {job: round(v["rss_ratio"], 3) for job, v in f.items()},

@@ -56,9 +56,8 @@ def run(mapping: Mapping, source: Weights, target: Weights, options: Options) ->
                 if options.protect else None)
     try:
         report.transferred = assign(plan, staged, source, target, mapping.origin)
-        runnable = source.runnable() if options.verify else (None, "")
-        if options.verify:
-            _verify(report, plan, source, target, "in memory", runnable, mapping.origin)
+        if options.verify:  # the runnable source is dropped right after: the file check needs only tensors
+            _verify(report, plan, source, target, "in memory", source.runnable(), mapping.origin)
         target.freeze(plan.frozen)
         if options.checksums:
             report.source_sha256 = file_sha256(source.path)
