@@ -183,9 +183,35 @@ def test_offline_imagenet_download_says_how_to_pass_a_file(monkeypatch, capsys) 
         raise Exception("URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]")
 
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    assert main(["--map", UNET_MAP, "--check"]) == 5
+    assert main(["--map", UNET_MAP, "--quiet"]) == 5
     err = capsys.readouterr().err
-    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in err and "--source-weights PATH" in err
+    assert "could not download https://storage.googleapis.com/tensorflow/keras-applications/vgg16/" in err
+    assert "(md5 6d6bbae143d832006294945121d1f1fc)" in err and "--source-weights PATH" in err
+    assert "Copy vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5 from a machine with a network" in err
+    assert "mappings/unet_vgg16_hed.yaml" in err  # the offline route that works
+
+
+def test_check_never_downloads(monkeypatch, capsys) -> None:
+    """--check reads no tensor, so a known model's layers come from its architecture."""
+    def no_network(*args, **kwargs):
+        raise AssertionError("--check tried to download")
+
+    monkeypatch.setattr(keras.utils, "get_file", no_network)
+    assert main(["--map", UNET_MAP, "--check"]) == 0
+    out = capsys.readouterr().out
+    assert "would move 13 layers" in out and "keras.applications.VGG16 architecture" in out
+    assert main(["--map", str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), "--check", "--quiet"]) == 0
+
+
+def test_missing_source_file_is_said_before_the_target_is_built(tmp_path: Path, capsys, monkeypatch) -> None:
+    from transfer import api
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the target was built first")
+
+    monkeypatch.setattr(api, "open_target", no_build)
+    assert main(["--map", UNET_MAP, "--source-weights", str(tmp_path / "absent.h5")]) == 5
+    assert f"{tmp_path / 'absent.h5'}: no such file" in capsys.readouterr().err
 
 
 def test_imagenet_download_uses_the_published_hashes(monkeypatch, notop_h5: Path, top_h5: Path) -> None:
@@ -212,7 +238,7 @@ def test_torchvision_cache_with_a_wrong_hash_is_refused(monkeypatch, tmp_path: P
     cached.parent.mkdir()
     cached.write_bytes(vgg16_bn_pth.read_bytes())  # right format, not the published bytes
     with pytest.raises(CheckpointError, match="does not start with the published 6c64b313"):
-        transfer.transfer_weights(TORCH_MAP, check=True)
+        transfer.transfer_weights(TORCH_MAP)
     cached.unlink()
 
     def offline(url, dst, hash_prefix, progress):
@@ -221,7 +247,7 @@ def test_torchvision_cache_with_a_wrong_hash_is_refused(monkeypatch, tmp_path: P
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(CheckpointError, match="could not download .*vgg16_bn-6c64b313.pth.*--source-weights PATH"):
-        transfer.transfer_weights(TORCH_MAP, check=True)
+        transfer.transfer_weights(TORCH_MAP)
 
 
 def test_streamed_mode_is_all_or_nothing_too(notop_h5: Path, tmp_path: Path, monkeypatch) -> None:

