@@ -36,7 +36,8 @@ def _parser() -> argparse.ArgumentParser:
         prog="transfer-weights",
         description="Move pretrained weights into another model as a mapping file says, "
                     "converting PyTorch <-> Keras layouts, all or nothing.",
-        epilog="Other commands: `transfer-weights verify --help` (check a model converted earlier), "
+        epilog="Other commands: `transfer-weights inspect --help` (list a file's or model's layers, or a "
+               "mapping's plan), `transfer-weights verify --help` (check a model converted earlier), "
                "`transfer-weights suggest --help` (draft a mapping from two models). "
                "Exit codes: 0 ok, 2 usage, 3 mapping error, 4 incompatible weights or --strict "
                "failure, 5 file or download error, 6 verification failed, 7 framework problem, "
@@ -127,12 +128,53 @@ def verify_main(argv: Sequence[str]) -> int:
                                             f"layers of {args.target} match {report.source}")])
 
 
+def _inspect_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="transfer-weights inspect",
+        description="List the weighted layers of a weights file, a model or a known architecture (name, kind, "
+                    "tensor shapes, parameters, expected preprocessing), or show a mapping's plan as a table. "
+                    "Downloads nothing and reads no tensor.")
+    parser.add_argument("spec", metavar="SPEC",
+                        help="a mapping (.yaml); a weights or .keras file; 'keras:NAME' / 'torch:NAME' "
+                             "(a known model or a shipped target); or a YAML mapping like a mapping's source")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def inspect_main(argv: Sequence[str]) -> int:
+    args = _inspect_parser().parse_args(argv)
+    quiet_frameworks()
+    import json
+
+    from transfer.errors import TransferWeightsError
+
+    try:
+        if args.spec.endswith((".yaml", ".yml")):
+            from transfer import api
+            from transfer.inspection import render_plan
+            from transfer.report import to_dict
+
+            report = api.transfer_weights(args.spec, check=True).report
+            print(json.dumps(to_dict(report), indent=2) if args.json else render_plan(report))
+        else:
+            from transfer.inspection import inspect_spec, inspection_dict, render_inspection
+
+            found = inspect_spec(args.spec)
+            print(json.dumps(inspection_dict(found), indent=2) if args.json else render_inspection(found))
+    except TransferWeightsError as exc:
+        print(f"transfer-weights inspect: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["suggest"]:
         return suggest_main(argv[1:])
     if argv[:1] == ["verify"]:
         return verify_main(argv[1:])
+    if argv[:1] == ["inspect"]:
+        return inspect_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if args.check and args.verify:
