@@ -84,7 +84,7 @@ def compare_written(pairs: list[Pair], verified: Weights, written: Weights, stag
     every target layer bit for bit (a mapped layer is listed with its source; an unmapped one
     only if it differs). Exact, and cheaper than probing again."""
     result = Verification(stage, stack_note="the written tensors are compared bit for bit with the model "
-                                            "verified in memory, which had the stack check")
+                                            "verified in memory")
     sources = {pair.target.name: pair.source.name for pair in pairs}
     for name in verified.layers():
         expected, actual = verified.read(name), written.read(name)
