@@ -187,7 +187,8 @@ def plot(summary: dict, path: Path, title: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--dataset", choices=("textures", "roads"), default="textures")
     parser.add_argument("--weights", choices=("hed", "imagenet"), default="hed")
     parser.add_argument("--size", type=int, default=64, help="crop size (a multiple of 16)")
@@ -198,7 +199,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "scripts" / "results")
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "out" / "finetune",
+                        help="where the CSV and the plot go (the README's figures are in scripts/results: "
+                             "pass --out-dir scripts/results to replace them)")
     args = parser.parse_args()
 
     make = texture_dataset if args.dataset == "textures" else road_dataset

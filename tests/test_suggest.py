@@ -96,3 +96,18 @@ def test_spec_forms_and_errors(tmp_path: Path) -> None:
         parse_spec("{framework: jax}", "source")
     with pytest.raises(MappingError, match="expected a file"):
         parse_spec("vgg16", "source")
+
+
+def test_suggest_from_a_known_model_downloads_nothing(monkeypatch, tmp_path: Path) -> None:
+    """Only the layers are needed: a known model's architecture gives them, offline."""
+    import torch
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("suggest tried to download")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    out = tmp_path / "draft.yaml"
+    target = "{framework: torch, model: segnet_vgg16, config: {batchnorm: true}}"
+    assert main(["suggest", "--source", "torch:vgg16_bn", "--target", target, "--out", str(out)]) == 0
+    draft = yaml.safe_load(out.read_text())
+    assert draft["layers"]["features.0"] == "block1_conv1" and draft["layers"]["features.41"] == "block5_bn3"

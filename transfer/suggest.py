@@ -221,7 +221,7 @@ def suggest_mapping(source_text: str, target_text: str, out: str | Path) -> Draf
 
     source_spec, target_spec = parse_spec(source_text, "source"), parse_spec(target_text, "target")
     target = open_target(Mapping(source=source_spec, target=target_spec, rules=())).weights
-    with open_source(source_spec) as source:
+    with open_source(source_spec, architecture_only=True) as source:  # layers only: nothing downloaded
         draft = suggest(source, target, source_spec, target_spec)
     out = Path(out)
     atomic_write_text(out, render(draft, out.resolve().parent, source.description, target.description))
