@@ -185,3 +185,50 @@ def test_user_target_file_and_factory(notop_h5: Path, tmp_path: Path) -> None:
     result = transfer.transfer_weights(mapping, source_weights=notop_h5,
                                        target="transfer.targets.keras_unet:build_unet_vgg16")
     assert result.model.input_shape == (None, 32, 32, 3)
+
+
+@pytest.fixture(scope="module")
+def nested_h5(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """A Keras 2-style full-model file: VGG16 (no top) nested as a layer, then Flatten, Dense."""
+    from checkpoints import keras_vgg16
+
+    inner = keras_vgg16(include_top=False, seed=7, input_shape=(32, 32, 3))
+    model = keras.Sequential([keras.Input((32, 32, 3)), inner, keras.layers.Flatten(name="flat"),
+                              keras.layers.Dense(10, name="cls")])
+    path = tmp_path_factory.mktemp("nested") / "classifier.h5"
+    model.save(path)
+    return path, inner
+
+
+def test_nested_keras2_file_addresses_inner_layers(nested_h5: tuple[Path, Any]) -> None:
+    path, inner = nested_h5
+    mapping = mapping_dict("unet_vgg16.yaml", input_shape=[32, 32, 3])
+    mapping["source"] = {"framework": "keras", "weights": str(path)}
+    mapping["layers"] = {r"vgg16/(block\d_conv\d)": r"\1"}
+    mapping["skip"] = ["cls"]
+    model, report = transfer.transfer_weights(mapping, strict=True, verify=True)
+    assert [t.source for t in report.transferred][:2] == ["vgg16/block1_conv1", "vgg16/block1_conv2"]
+    for layer in inner.layers:
+        if layer.weights:
+            for got, expected in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
+                assert np.array_equal(got, expected)
+
+
+def test_suggest_sees_the_inner_layers_of_a_nested_file(nested_h5: tuple[Path, Any], tmp_path: Path) -> None:
+    out = tmp_path / "draft.yaml"
+    target = "{framework: keras, model: unet_vgg16, config: {input_shape: [32, 32, 3]}}"
+    assert main(["suggest", "--source", str(nested_h5[0]), "--target", target, "--out", str(out)]) == 0
+    import yaml
+
+    layers = yaml.safe_load(out.read_text())["layers"]
+    assert layers["vgg16/block1_conv1"] == "block1_conv1" and layers["vgg16/block5_conv3"] == "block5_conv3"
+
+
+def test_split_nested_keeps_plain_layers_whole() -> None:
+    from transfer.sources.keras_files import split_nested
+
+    assert split_nested("block1_conv1", ["block1_conv1/kernel:0", "block1_conv1/bias:0"]) == \
+        [("block1_conv1", ["block1_conv1/kernel:0", "block1_conv1/bias:0"])]
+    assert split_nested("block1_conv1", ["block1_conv1_W_1:0", "block1_conv1_b_1:0"])[0][0] == "block1_conv1"
+    assert split_nested("cls", ["dense_3/kernel:0", "dense_3/bias:0"])[0][0] == "cls"  # a renamed layer
+    assert [n for n, _ in split_nested("m", ["a/kernel", "a/bias", "b/kernel"])] == ["m/a", "m/b"]

@@ -96,9 +96,25 @@ class _H5Source(ReadOnlyWeights):
         self._file.close()
 
 
+def split_nested(layer: str, weight_names: list[str]) -> list[tuple[str, list[str]]]:
+    """A layer group's weights by the layer that owns them. A model nested as a layer (Keras 2's
+    `Sequential([VGG16(...), Flatten(), Dense(...)])`) keeps all its weights in the outer
+    layer's group, named by its inner layers (`block1_conv1/kernel`): those become layers
+    `vgg16/block1_conv1`, ... Two or more inner prefixes are needed to tell a nested model from
+    a layer whose weights carry another scope name."""
+    inner: dict[str, list[str]] = {}
+    for name in weight_names:
+        relative = name[len(layer) + 1:] if name.startswith(layer + "/") else name
+        inner.setdefault(relative.rpartition("/")[0], []).append(name)
+    if len(inner) < 2 or "" in inner:
+        return [(layer, weight_names)]
+    return [(f"{layer}/{prefix}", names) for prefix, names in inner.items()]
+
+
 class LegacyH5Source(_H5Source):
     """Keras' legacy HDF5 weights: root attribute `layer_names`, one group per layer with
-    attribute `weight_names`; full-model saves nest this under `model_weights/`."""
+    attribute `weight_names`; full-model saves nest this under `model_weights/`. Inner layers
+    of a nested model are named `outer/inner`."""
 
     def __init__(self, path: Path, preprocessing: str | None = None,
                  epsilon: tuple[float, str] | None = None, file: h5py.File | None = None):
@@ -107,10 +123,10 @@ class LegacyH5Source(_H5Source):
             root = self._file.get("model_weights", self._file)
             for layer in _chunked_attr(root, "layer_names"):
                 group = root[layer]
-                weight_names = _chunked_attr(group, "weight_names")
-                if weight_names:
-                    self._add(layer, [_short_weight_name(layer, w) for w in weight_names],
-                              [group[w] for w in weight_names])
+                for name, weight_names in split_nested(layer, _chunked_attr(group, "weight_names")):
+                    if weight_names:
+                        self._add(name, [_short_weight_name(layer, w) for w in weight_names],
+                                  [group[w] for w in weight_names])
         except H5_ERRORS as exc:
             self.close()
             raise CheckpointError(f"{path}: not laid out like a Keras legacy weights file: {exc}.") from exc
