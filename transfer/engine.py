@@ -25,7 +25,7 @@ from transfer.checksums import file_sha256, tensor_sha256
 from transfer.errors import IncompatibleWeightsError, VerificationError
 from transfer.mapping import Mapping
 from transfer.plan import Pair, Plan, adapted_channels, convert_pair, plan_transfer
-from transfer.report import Report, TransferredLayer, Verification
+from transfer.report import Report, TransferredLayer, Verification, compact
 from transfer.sources.known_models import PREPROCESSING_HELP
 from transfer.verify import compare_written, verify_transfer
 
@@ -145,6 +145,11 @@ def transferred_row(pair: Pair, notes: tuple[str, ...] = ()) -> TransferredLayer
 
 def new_report(mapping: Mapping, plan: Plan, source: Weights, target: Weights, checked_only: bool) -> Report:
     preprocessing, warnings = preprocessing_contract(mapping, source)
+    lossy = narrowed(plan)
+    if lossy:
+        warnings.append(f"{len(lossy)} target layer(s) hold a narrower float type than the source "
+                        f"({compact(lossy)}): the values are rounded; --verify tolerances follow the "
+                        "narrower type.")
     return Report(
         mapping=mapping.origin, mapping_sha256=mapping.sha256, source=source.description,
         target=target.description, skipped=plan.skipped, untouched=plan.untouched,
@@ -185,19 +190,29 @@ def _numpy_dtype(name: str) -> str:
     return "float32" if name == "bfloat16" else name
 
 
+def narrowed(plan: Plan) -> list[str]:
+    """Target layers whose tensors are narrower than the source's (float32 into float16)."""
+    def bits(dtype: str) -> int:
+        return 16 if dtype == "bfloat16" else np.finfo(dtype).bits if np.dtype(dtype).kind == "f" else 64
+
+    return [p.target.name for p in plan.pairs
+            if any(bits(t.dtype) < bits(s.dtype) for s, t in zip(p.source.tensors, p.target.tensors))]
+
+
 def _prepare(pair: Pair, source: Weights, origin: str) -> tuple[Pair, list[np.ndarray], tuple[str, ...]]:
     """One pair's source tensors, checked and converted to the target's layout and dtype."""
     arrays = source.read(pair.source.name)
     notes = _check_values(pair, arrays, source)
     final = []
-    for array, spec in zip(convert_pair(pair, arrays, origin), pair.target.tensors):
+    for array, spec, stored in zip(convert_pair(pair, arrays, origin), pair.target.tensors, pair.source.tensors):
         if list(array.shape) != list(spec.shape):  # planned shapes were checked; files can lie
             raise IncompatibleWeightsError(
                 f"{source.path or source.description}: layer '{pair.source.name}' "
                 f"holds shape {array.shape}, but its header said otherwise; target "
                 f"'{pair.target.name}' needs {spec.shape}.")
-        if str(array.dtype) != spec.dtype:
-            notes.append(f"cast {array.dtype} -> {spec.dtype}")
+        if stored.dtype != spec.dtype:  # as stored (bfloat16 is read as float32, exactly)
+            lossy = np.finfo(_numpy_dtype(spec.dtype)).bits < np.finfo(_numpy_dtype(stored.dtype)).bits
+            notes.append(f"cast {stored.dtype} -> {spec.dtype}" + (" (LOSSY: narrower)" if lossy else ""))
         final.append(np.ascontiguousarray(array, dtype=np.dtype(spec.dtype)))
     return pair, final, tuple(dict.fromkeys(notes))
 

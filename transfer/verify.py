@@ -119,6 +119,18 @@ def _stack(result: Verification, pairs: list[Pair], source_model: Any, target: W
         result.stack_note = f"the stack check could not run: {type(exc).__name__}: {str(exc)[:300]}"
 
 
+def tolerance(pair: Pair, base: float, epsilons: int) -> float:
+    """`base`, or `epsilons` x the target's machine epsilon where the target holds a narrower
+    float type than the source (float32 weights rounded to float16 cannot agree to 1e-5)."""
+    def epsilon(dtype: str) -> float:
+        return 2.0 ** -7 if dtype == "bfloat16" else float(np.finfo(dtype).eps)
+
+    narrowest = max((epsilon(t.dtype) for s, t in zip(pair.source.tensors, pair.target.tensors)
+                     if np.dtype("float32" if t.dtype == "bfloat16" else t.dtype).kind == "f"
+                     and epsilon(t.dtype) > epsilon(s.dtype)), default=0.0)
+    return max(base, epsilons * narrowest)
+
+
 def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: list[np.ndarray],
                  rng: np.random.Generator) -> LayerCheck:
     source, target = pair.source, pair.target
@@ -142,7 +154,7 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
     candidate = run_layer(entry, target.framework, target_arrays, probe, _epsilon(pair, target))
     diff, rel = _rel(reference, candidate)
     return LayerCheck(source.name, target.name, f"{pair.kind} on a probe, {source.framework} vs {target.framework}",
-                      diff, rel, LAYER_TOLERANCE)
+                      diff, rel, tolerance(pair, LAYER_TOLERANCE, 4))
 
 
 def run_layer(entry: kinds.LayerKind, framework: str, arrays: list[np.ndarray], probe: np.ndarray,
@@ -208,7 +220,8 @@ def _compare_outputs(pairs: list[Pair], source_model: Any, target_model: Any, pr
     for pair, reference, candidate in zip(pairs, references, candidates):
         reference, candidate = _same_activation(pair, source_model, target_model, reference, candidate)
         diff, rel = _rel(reference, candidate)
-        checks.append(LayerCheck(pair.source.name, pair.target.name, method, diff, rel, STACK_TOLERANCE))
+        checks.append(LayerCheck(pair.source.name, pair.target.name, method, diff, rel,
+                                 max(tolerance(p, STACK_TOLERANCE, 16) for p in pairs)))
     return checks
 
 
