@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from checkpoints import tiny_keras, tiny_torch
 import transfer
+from checkpoints import tiny_keras, tiny_torch
 
 TO_KERAS = {"c1": "c1", "c2": "c2", "fc": "fc"}  # BatchNorm epsilons differ across frameworks; not moved here
 
