@@ -47,9 +47,9 @@ def layer_specs(module: Any) -> dict[str, LayerSpec]:
 
 def load_state_file(path: Path) -> dict[str, Any]:
     """A written `.pth`/`.pt`/`.safetensors` state dict, read safely (tensors only)."""
-    from transfer.sources.torch_files import load_torch_file, materialize, open_safetensors
+    from transfer.sources.torch_files import materialize, open_state_file
 
-    entries = open_safetensors(path) if path.name.endswith(".safetensors") else load_torch_file(path)
+    entries = open_state_file(path)
     return {key: materialize(value) for key, value in entries.items()}
 
 

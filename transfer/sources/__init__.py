@@ -22,7 +22,7 @@ from transfer.keras_models import KerasModelWeights, load_keras_file
 from transfer.mapping import ModelSpec, did_you_mean
 from transfer.sources.keras_files import KerasV3WeightsSource, LegacyH5Source, is_legacy_h5, open_h5
 from transfer.sources.known_models import KERAS_APPLICATIONS, TORCHVISION_MODELS, KerasApplication, TorchvisionModel
-from transfer.sources.torch_files import StateDictSource, first_line, load_torch_file, materialize, open_safetensors
+from transfer.sources.torch_files import StateDictSource, first_line, materialize, open_state_file
 
 __all__ = ["open_source", "package_file"]
 
@@ -182,7 +182,7 @@ def _torch_source(spec: ModelSpec) -> Weights:
         path = _download_torchvision(known)
     else:
         path = Path(weights)
-    tensors = open_safetensors(path) if path.suffix == ".safetensors" else load_torch_file(path)
+    tensors = open_state_file(path)
     source = StateDictSource(path, tensors, epsilon, origin, preprocessing)
     if known is not None:
         source.runnable_factory = lambda: _restored_torchvision(known, source)

@@ -150,10 +150,60 @@ def open_safetensors(path: Path) -> dict[str, Any]:
     try:
         handle = safe_open(str(path), framework="pt")
         # safetensors stores keys sorted as text; natural order puts features.2 before features.10
-        keys = sorted(handle.keys(), key=lambda k: [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", k)])
+        keys = sorted(handle.keys(), key=_natural)
         return {key: LazySafetensor(handle, key) for key in keys}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable safetensors file: {exc}.") from exc
+
+
+SHARD_INDEX = "model.safetensors.index.json"
+
+
+def open_sharded_safetensors(index: Path) -> dict[str, Any]:
+    """A sharded safetensors checkpoint (Hugging Face's `*.safetensors.index.json`: a
+    `weight_map` from tensor name to shard file). Each shard is opened once and read lazily,
+    so memory is bounded by the largest tensor, as for one file. Shard names must stay inside
+    the index's folder."""
+    import json
+
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise TypeError("weight_map must map tensor names to shard file names")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{index}: not a safetensors shard index: {first_line(exc)}.") from exc
+    folder = index.parent.resolve()
+    shards: dict[str, dict[str, Any]] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = (folder / shard).resolve()
+        if folder not in path.parents:
+            raise CheckpointError(f"{index}: refused: shard '{shard}' lies outside the index's folder.")
+        shards[shard] = open_safetensors(path)
+    tensors = {}
+    for key, shard in weight_map.items():
+        if key not in shards[shard]:
+            raise CheckpointError(f"{index}: tensor '{key}' is listed in shard '{shard}', which does not hold it.")
+        tensors[key] = shards[shard][key]
+    return dict(sorted(tensors.items(), key=lambda item: _natural(item[0])))
+
+
+def open_state_file(path: Path) -> dict[str, Any]:
+    """Any torch-side weights file by its name: `.safetensors`, a shard index (or a folder
+    holding one, or `model.safetensors`), else a `torch.save` file."""
+    if path.is_dir():
+        for name in (SHARD_INDEX, "model.safetensors", "pytorch_model.bin"):
+            if (path / name).is_file():
+                return open_state_file(path / name)
+        raise CheckpointError(f"{path}: a folder without {SHARD_INDEX}, model.safetensors or pytorch_model.bin.")
+    if path.name.endswith(".safetensors.index.json"):
+        return open_sharded_safetensors(path)
+    if path.suffix == ".safetensors":
+        return open_safetensors(path)
+    return load_torch_file(path)
+
+
+def _natural(key: str) -> list[Any]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
 
 
 class LazySafetensor:
