@@ -1,6 +1,7 @@
-"""Keras targets on Keras' torch backend (JAX: see README, "Backends"). There a Keras model is
-also a `torch.nn.Module`; the tool must ask Keras first, and its snapshot must copy (torch
-variables are updated in place, unlike TensorFlow's). Runs in a fresh interpreter."""
+"""Keras targets on Keras' torch backend. There a Keras model is also a `torch.nn.Module`; the
+tool must ask Keras first, and its snapshot must copy (torch variables are updated in place,
+unlike TensorFlow's). SegNet's pooling with argmax must match TensorFlow's there too. One
+fresh interpreter for all of it (a backend is chosen once per process)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from conftest import MAPPINGS
 CODE = """
 import numpy as np, transfer, keras
 assert keras.backend.backend() == "torch"
+from transfer.targets.keras_pooling import max_pool_with_argmax, max_unpool
+x = np.random.default_rng(0).integers(0, 3, size=(2, 5, 7, 3)).astype("float32")  # ties on purpose
+p, i = max_pool_with_argmax(x)
+u = max_unpool(p, i, (5, 7))
+print("POOL", repr(np.asarray(p.cpu()).tolist()), repr(np.asarray(i.cpu()).tolist()), float(u.sum()))
 from transfer.targets.keras_segnet import build_segnet_vgg16
 target = build_segnet_vgg16((32, 32, 3), classes=3)
 model, report = transfer.transfer_weights({mapping!r}, source_weights={weights!r}, target=target, verify=True)
@@ -40,3 +46,11 @@ def test_keras_target_on_the_torch_backend_transfers_verifies_and_restores(notop
     env = {**os.environ, "KERAS_BACKEND": "torch"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    import numpy as np
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).integers(0, 3, size=(2, 5, 7, 3)).astype("float32")
+    ref_p, ref_i = tf.nn.max_pool_with_argmax(x, 2, 2, "VALID")
+    pool = next(line for line in result.stdout.splitlines() if line.startswith("POOL "))
+    assert repr(ref_p.numpy().tolist()) in pool and repr(ref_i.numpy().tolist()) in pool
+    assert float(pool.rsplit(" ", 1)[1]) == float(ref_p.numpy().sum())

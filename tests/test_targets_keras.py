@@ -84,26 +84,6 @@ def test_layers_serialize_in_a_keras_file(tmp_path: Path) -> None:
     assert reloaded.get_layer("pool").get_config()["pool_size"] == (2, 2)
 
 
-def test_pool_runs_on_the_torch_backend_too() -> None:
-    code = (
-        "import numpy as np, transfer\n"
-        "from transfer.targets.keras_pooling import max_pool_with_argmax, max_unpool\n"
-        "import keras; assert keras.backend.backend() == 'torch'\n"
-        "x = np.random.default_rng(0).integers(0, 3, size=(2, 5, 7, 3)).astype('float32')\n"
-        "p, i = max_pool_with_argmax(x)\n"
-        "u = max_unpool(p, i, (5, 7))\n"
-        "print(repr(np.asarray(p.cpu()).tolist()), repr(np.asarray(i.cpu()).tolist()), float(u.sum()))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "KERAS_BACKEND": "torch"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    x = np.random.default_rng(0).integers(0, 3, size=(2, 5, 7, 3)).astype("float32")
-    ref_p, ref_i = tf.nn.max_pool_with_argmax(x, 2, 2, "VALID")
-    out = result.stdout.strip()
-    assert repr(ref_p.numpy().tolist()) in out and repr(ref_i.numpy().tolist()) in out
-    assert float(out.rsplit(" ", 1)[1]) == pytest.approx(float(ref_p.numpy().sum()))
-
-
 def test_unet_structure_and_names() -> None:
     model = build_unet_vgg16(input_shape=(64, 96, 4), classes=5)
     names = [layer.name for layer in model.layers]
