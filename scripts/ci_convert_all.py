@@ -31,17 +31,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RECORD = ROOT / "scripts" / "ci_checksums.json"
 
-# mapping -> (checkpoint it reads, output suffix)
+# job -> (mapping, checkpoint it reads, output suffix); a job named after its mapping reads
+# that mapping's usual checkpoint
 JOBS = {
-    "unet_vgg16.yaml": ("keras_vgg16_notop.h5", ".keras"),
-    "segnet_vgg16.yaml": ("keras_vgg16_notop.h5", ".weights.h5"),
-    "segnet_torch_keras_vgg16.yaml": ("keras_vgg16_notop.h5", ".safetensors"),
-    "unet_vgg16_torchvision.yaml": ("vgg16.pth", ".weights.h5"),
-    "segnet_vgg16_bn_torchvision.yaml": ("vgg16_bn.safetensors", ".keras"),
-    "segnet_torch_vgg16_bn.yaml": ("vgg16_bn.pth", ".pth"),
-    "vgg16_torchvision_to_keras.yaml": ("vgg16.pth", ".weights.h5"),
-    "resnet50_torchvision_to_keras.yaml": ("resnet50.pth", ".weights.h5"),
-    "resnet50_keras_to_torchvision.yaml": ("keras_resnet50.h5", ".safetensors"),
+    "unet_vgg16.yaml": ("unet_vgg16.yaml", "keras_vgg16_notop.h5", ".keras"),
+    "segnet_vgg16.yaml": ("segnet_vgg16.yaml", "keras_vgg16_notop.h5", ".weights.h5"),
+    "segnet_torch_keras_vgg16.yaml": ("segnet_torch_keras_vgg16.yaml", "keras_vgg16_notop.h5", ".safetensors"),
+    "unet_vgg16_torchvision.yaml": ("unet_vgg16_torchvision.yaml", "vgg16.pth", ".weights.h5"),
+    "segnet_vgg16_bn_torchvision.yaml": ("segnet_vgg16_bn_torchvision.yaml", "vgg16_bn.safetensors", ".keras"),
+    "segnet_torch_vgg16_bn.yaml": ("segnet_torch_vgg16_bn.yaml", "vgg16_bn.pth", ".pth"),
+    "vgg16_torchvision_to_keras.yaml": ("vgg16_torchvision_to_keras.yaml", "vgg16.pth", ".weights.h5"),
+    "resnet50_torchvision_to_keras.yaml": ("resnet50_torchvision_to_keras.yaml", "resnet50.pth", ".weights.h5"),
+    "resnet50_keras_to_torchvision.yaml": ("resnet50_keras_to_torchvision.yaml", "keras_resnet50.h5", ".safetensors"),
+    # ONNX exports of the same vgg16_bn (torch.onnx.export): BatchNorm kept, and folded
+    "segnet_vgg16_bn_torchvision.yaml<-vgg16_bn.onnx": ("segnet_vgg16_bn_torchvision.yaml", "vgg16_bn.onnx", ".keras"),
+    "unet_vgg16_bn_onnx_folded.yaml": ("unet_vgg16_bn_onnx_folded.yaml", "vgg16_bn_folded.onnx", ".weights.h5"),
 }
 
 
@@ -61,8 +65,12 @@ def make_checkpoints(folder: Path) -> None:
     write_legacy_h5(keras_vgg16(include_top=False, seed=0, input_shape=(None, None, 3)),
                     folder / "keras_vgg16_notop.h5")
     torch.save(torchvision_vgg16(batchnorm=False, seed=1).state_dict(), folder / "vgg16.pth")
-    bn = torchvision_vgg16(batchnorm=True, seed=2).state_dict()
+    bn_model = torchvision_vgg16(batchnorm=True, seed=2)
+    bn = bn_model.state_dict()
     torch.save(bn, folder / "vgg16_bn.pth")
+    for name, fold in (("vgg16_bn.onnx", False), ("vgg16_bn_folded.onnx", True)):
+        torch.onnx.export(bn_model, (torch.zeros(1, 3, 224, 224),), str(folder / name), dynamo=False,
+                          do_constant_folding=fold, training=torch.onnx.TrainingMode.EVAL)
     save_file({k: v.contiguous() for k, v in bn.items()}, folder / "vgg16_bn.safetensors")
     torch.manual_seed(3)
     torch.save(randomize_torch(torchvision.models.resnet50(weights=None), 3).state_dict(), folder / "resnet50.pth")
@@ -99,21 +107,25 @@ def main() -> int:
     started = time.perf_counter()
     make_checkpoints(work)
     current: dict[str, dict[str, list[str]]] = {}
-    for mapping, (checkpoint, suffix) in JOBS.items():
-        out, report = work / f"{mapping[:-5]}{suffix}", work / f"{mapping[:-5]}.report.json"
+    for job, (mapping, checkpoint, suffix) in JOBS.items():
+        stem = job.replace(".yaml", "").replace("<-", "-from-")
+        out, report = work / f"{stem}{suffix}", work / f"{stem}.report.json"
         code = convert(mapping, work / checkpoint, out, report)
         if code != 0:
-            print(f"ci-convert: {mapping}: transfer-weights exited {code}", file=sys.stderr)
+            print(f"ci-convert: {job}: transfer-weights exited {code}", file=sys.stderr)
             return code
         data = json.loads(report.read_text())
         assert all(v["ok"] for v in data["verification"]) and len(data["verification"]) == 2
-        current[mapping] = data["tensor_sha256"]
-        print(f"ci-convert: {mapping}: {len(data['transferred'])} layers moved and verified -> {out.name}")
+        current[job] = data["tensor_sha256"]
+        print(f"ci-convert: {job}: {len(data['transferred'])} layers moved and verified -> {out.name}")
     if args.record:
         RECORD.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
         print(f"ci-convert: recorded {RECORD}")
         return 0
     problems = compare(json.loads(RECORD.read_text()), current)
+    # the same vgg16_bn as a safetensors file and as an unfolded ONNX export: the same tensors
+    if current["segnet_vgg16_bn_torchvision.yaml"] != current["segnet_vgg16_bn_torchvision.yaml<-vgg16_bn.onnx"]:
+        problems.append("segnet_vgg16_bn_torchvision.yaml: the ONNX export moved other tensors than the safetensors file")
     for problem in problems:
         print(f"ci-convert: REGRESSION {problem}", file=sys.stderr)
     print(f"ci-convert: {len(JOBS)} mappings, {len(problems)} regression(s), {time.perf_counter() - started:.0f} s")

@@ -182,6 +182,10 @@ def _torch_source(spec: ModelSpec) -> Weights:
         path = _download_torchvision(known)
     else:
         path = Path(weights)
+    if path.suffix == ".onnx":
+        from transfer.sources.onnx_files import OnnxSource
+
+        return OnnxSource(path, preprocessing)  # checked per layer: no runtime is assumed
     tensors = open_state_file(path)
     source = StateDictSource(path, tensors, epsilon, origin, preprocessing)
     if known is not None:

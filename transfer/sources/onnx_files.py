@@ -1,0 +1,152 @@
+"""ONNX graphs as a source, read with the `onnx` package (no runtime needed for weights).
+
+A weighted layer is a node whose weights are initializers: Conv and ConvTranspose (weight,
+bias), Gemm and MatMul (weight, bias), BatchNormalization (scale, offset, mean, variance, with
+the node's epsilon). ONNX keeps PyTorch's layouts (Conv OIHW, Gemm with transB=1 is
+(out, in)), so the source presents itself as a torch one; a Gemm with transB=0 and a MatMul
+store (in, out) and are transposed when read. A layer is named after its weight initializer
+(`features.0.weight` -> `features.0`), else after its node (`/features/features.0/Conv` ->
+`features.0`), which is what torch.onnx.export writes. The whole protobuf is loaded (the format
+offers no lazy read).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transfer import kinds
+from transfer.adapter import ReadOnlyWeights
+from transfer.errors import CheckpointError, FrameworkError
+from transfer.layers import LayerSpec, TensorSpec
+
+TORCH_NAMES = ("weight", "bias", "running_mean", "running_var")
+
+
+class OnnxSource(ReadOnlyWeights):
+    framework = "torch"
+
+    def __init__(self, path: Path, preprocessing: str | None = None):
+        self.path = path
+        self.preprocessing = preprocessing
+        graph = _load(path).graph
+        initializers = {tensor.name: tensor for tensor in graph.initializer}
+        self._arrays: dict[str, list[Any]] = {}  # layer -> [(initializer, transpose?)]
+        self._specs: dict[str, LayerSpec] = {}
+        ops = set()
+        for node in graph.node:
+            ops.add(node.op_type)
+            found = _weights_of(node, initializers, path)
+            if found is None:
+                continue
+            kind, inputs, epsilon = found
+            name = _layer_name(node, inputs[0][0].name, self._specs)
+            self._arrays[name] = inputs
+            self._specs[name] = LayerSpec(
+                name=name, framework="torch", kind=kind,
+                tensors=tuple(TensorSpec(TORCH_NAMES[i], _shape(t, transpose), _dtype(t))
+                              for i, (t, transpose) in enumerate(inputs)),
+                epsilon=epsilon, epsilon_origin=f"the ONNX node {node.name or node.op_type}" if epsilon else "")
+        folded = "Conv" in ops and "BatchNormalization" not in ops
+        self.description = (f"ONNX graph {path}" + (" (no BatchNormalization node: exported with BatchNorm "
+                                                     "folded into the convolutions?)" if folded else ""))
+
+    def layers(self) -> dict[str, LayerSpec]:
+        return self._specs
+
+    def read(self, name: str) -> list[np.ndarray]:
+        from onnx import numpy_helper
+
+        arrays = []
+        for tensor, transpose in self._arrays[name]:
+            try:
+                array = numpy_helper.to_array(tensor)
+            except Exception as exc:
+                raise CheckpointError(f"{self.path}: cannot read initializer '{tensor.name}' of layer "
+                                      f"'{name}': {type(exc).__name__}: {exc}") from exc
+            arrays.append(np.ascontiguousarray(array.T) if transpose else array)
+        return arrays
+
+
+def _load(path: Path) -> Any:
+    if importlib.util.find_spec("onnx") is None:
+        raise FrameworkError("reading ONNX files needs the Python package 'onnx' "
+                             "(pip install onnx); no runtime is needed.")
+    import onnx
+
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: a damaged file
+        raise CheckpointError(f"{path}: not a readable ONNX model (truncated or corrupt?): "
+                              f"{type(exc).__name__}: {exc}") from exc
+
+
+def _attribute(node: Any, name: str, default: Any) -> Any:
+    from onnx import helper
+
+    for attribute in node.attribute:
+        if attribute.name == name:
+            return helper.get_attribute_value(attribute)
+    return default
+
+
+def _weights_of(node: Any, initializers: dict[str, Any], path: Path) -> tuple[str, list[Any], float | None] | None:
+    """(kind, [(initializer, transpose)], epsilon) of a weighted node; None for any other."""
+    stored = [initializers.get(name) for name in node.input[1:]]
+    if not stored or stored[0] is None:
+        return None  # no weight, or one computed at run time: not a layer to move
+    present = [(t, False) for t in stored if t is not None]
+    op = node.op_type
+    if op == "Conv":
+        groups, weight = int(_attribute(node, "group", 1)), stored[0]
+        if groups == 1:
+            return "conv2d", present, None
+        depthwise = weight.dims[1] == 1 and weight.dims[0] % groups == 0
+        return ("depthwise_conv2d" if depthwise else kinds.OTHER), present, None
+    if op == "ConvTranspose":
+        if int(_attribute(node, "group", 1)) != 1:
+            return kinds.OTHER, present, None
+        return "conv2d_transpose", present, None
+    if op == "Gemm":
+        scaled = _attribute(node, "alpha", 1.0) != 1.0 or _attribute(node, "beta", 1.0) != 1.0
+        if _attribute(node, "transA", 0) or scaled:
+            raise CheckpointError(f"{path}: Gemm node '{node.name}' has transA, alpha or beta set: not a plain "
+                                  "dense layer, so its weights are not moved.")
+        return "dense", [(stored[0], not _attribute(node, "transB", 0))] + present[1:], None
+    if op == "MatMul" and len(stored[0].dims) == 2:
+        return "dense", [(stored[0], True)], None
+    if op == "BatchNormalization" and len(present) == 4:
+        # ONNX stores epsilon as float32: 1e-5 reads back as 9.9999997e-06; take the shortest
+        # decimal that float32 value stands for, which is what the exporter was given
+        epsilon = float(np.format_float_positional(np.float32(_attribute(node, "epsilon", 1e-5)), unique=True))
+        return "batchnorm", present, epsilon
+    return None
+
+
+def _layer_name(node: Any, weight: str, taken: dict[str, Any]) -> str:
+    if weight.endswith(".weight"):
+        name = weight[: -len(".weight")]
+    else:
+        parts = [part for part in node.name.split("/") if part]
+        name = parts[-2] if len(parts) >= 2 else (node.name or weight)
+    unique, count = name, 1
+    while unique in taken:  # a module called twice: each call is its own layer
+        count += 1
+        unique = f"{name}#{count}"
+    return unique
+
+
+def _shape(tensor: Any, transpose: bool) -> tuple[int, ...]:
+    dims = tuple(int(d) for d in tensor.dims)
+    return dims[::-1] if transpose else dims
+
+
+def _dtype(tensor: Any) -> str:
+    from onnx import helper
+
+    return str(np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)))
