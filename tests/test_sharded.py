@@ -65,3 +65,38 @@ def test_a_hostile_or_broken_index_is_refused(damage, message: str, tmp_path: Pa
     with pytest.raises(CheckpointError, match=message) as caught:
         transfer.transfer_weights(spec(index), target=tiny_torch(2))
     assert str(index) in str(caught.value)
+
+
+def folder_with(tmp_path: Path, config_name: str, config: dict) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in tiny_torch(1).state_dict().items()}, tmp_path / "model.safetensors")
+    (tmp_path / config_name).write_text(json.dumps(config))
+    return tmp_path
+
+
+@pytest.mark.parametrize("config_name, config, named", [
+    ("config.json", {"architecture": "tiny", "pretrained_cfg": {"mean": [0.485, 0.456, 0.406],
+                                                                "std": [0.229, 0.224, 0.225], "input_size": [3, 8, 8]}},
+     "torch"),  # as timm writes it
+    ("preprocessor_config.json", {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "size": 8}, "tf"),
+])
+def test_a_checkpoint_folder_declares_its_preprocessing(config_name: str, config: dict, named: str,
+                                                       tmp_path: Path) -> None:
+    folder = folder_with(tmp_path, config_name, config)
+    mapping = spec(folder)
+    mapping["target"]["preprocessing"] = "caffe"
+    _, report = transfer.transfer_weights(mapping, target=tiny_torch(2))
+    assert report.preprocessing["source_expects"] == named
+    assert report.preprocessing["source_config"]["file"] == config_name
+    assert any(f"the source weights expect '{named}' input" in w for w in report.warnings)
+
+
+def test_an_unnamed_convention_is_recorded_and_warned_about(tmp_path: Path) -> None:
+    folder = folder_with(tmp_path, "config.json", {"mean": [0.1, 0.2, 0.3], "std": [1.0, 1.0, 1.0]})
+    mapping = spec(folder)
+    mapping["target"]["preprocessing"] = "torch"
+    _, report = transfer.transfer_weights(mapping, target=tiny_torch(2))
+    assert report.preprocessing["source_expects"] is None
+    assert report.preprocessing["source_config"]["mean"] == [0.1, 0.2, 0.3]
+    assert any("which is none of the named conventions" in w for w in report.warnings)

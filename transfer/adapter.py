@@ -88,6 +88,7 @@ class Weights(Protocol):
     description: str
     path: Path | None
     preprocessing: str | None
+    preprocessing_detail: dict[str, Any] | None  # what a checkpoint folder's config says, if any
     model: Any
 
     def layers(self) -> dict[str, LayerSpec]: ...
@@ -118,6 +119,8 @@ class Weights(Protocol):
 
 class Closing:
     """Context-manager behaviour for adapters: `with adapter:` closes it on the way out."""
+
+    preprocessing_detail: dict[str, Any] | None = None
 
     def close(self) -> None:
         """Release open files; a no-op for live models."""

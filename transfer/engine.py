@@ -165,9 +165,17 @@ def preprocessing_contract(mapping: Mapping, source: Weights) -> tuple[dict[str,
     they differ."""
     expected = source.preprocessing or mapping.source.preprocessing
     declared = mapping.target.preprocessing
-    info = {"source_expects": expected, "source_expects_help": PREPROCESSING_HELP.get(expected or "", "unknown"),
-            "target_declares": declared}
+    info: dict[str, Any] = {"source_expects": expected,
+                            "source_expects_help": PREPROCESSING_HELP.get(expected or "", "unknown"),
+                            "target_declares": declared}
     warnings = []
+    detail = source.preprocessing_detail
+    if detail:
+        info["source_config"] = detail
+        if expected is None and declared:
+            warnings.append(f"the source's {detail['file']} says mean {detail['mean']}, std {detail['std']}, "
+                            f"which is none of the named conventions; the target declares '{declared}' "
+                            f"({PREPROCESSING_HELP[declared]}): check the target's input pipeline.")
     if expected and declared and expected != declared:
         warnings.append(
             f"the source weights expect '{expected}' input ({PREPROCESSING_HELP[expected]}), but "

@@ -25,7 +25,7 @@ from transfer.mapping import Mapping, ModelSpec, Rule, is_regex, parse_model_spe
 from transfer.plan import Pair, convert_pair, pair_kind
 
 _KERAS_SUFFIXES = (".h5", ".keras")
-_TORCH_SUFFIXES = (".pth", ".pt", ".safetensors")
+_TORCH_SUFFIXES = (".pth", ".pt", ".safetensors", ".onnx", ".bin", ".json")  # .json: a shard index
 
 
 def parse_spec(text: str, role: str) -> ModelSpec:
@@ -39,16 +39,17 @@ def parse_spec(text: str, role: str) -> ModelSpec:
         return parse_model_spec(data, role)
     path = Path(text)
     if path.suffix in _KERAS_SUFFIXES + _TORCH_SUFFIXES or path.exists():
-        framework = "torch" if path.suffix in _TORCH_SUFFIXES else "keras"
+        # a folder is a Hugging Face / timm checkpoint: torch's side
+        framework = "torch" if path.suffix in _TORCH_SUFFIXES or path.is_dir() else "keras"
         if role == "target":
             if path.suffix != ".keras":
                 raise MappingError(f"{where}: a target file must be a .keras model; for a shipped "
                                    "target write {framework: torch, model: segnet_vgg16, config: {...}}.")
             return ModelSpec(framework="keras", file=str(path.resolve()))
-        return ModelSpec(framework=framework, weights=str(path.resolve()))  # type: ignore[arg-type]
+        return ModelSpec(framework="torch" if framework == "torch" else "keras", weights=str(path.resolve()))
     framework, _, model = text.partition(":")
     if framework in ("keras", "torch") and model:
-        return ModelSpec(framework=framework, model=model)  # type: ignore[arg-type]
+        return ModelSpec(framework="torch" if framework == "torch" else "keras", model=model)
     raise MappingError(f"{where}: expected a file, 'keras:NAME' / 'torch:NAME', or a YAML mapping "
                        f"such as '{{framework: torch, model: vgg16_bn, weights: vgg16_bn.pth}}'; received {text!r}.")
 

@@ -182,12 +182,19 @@ def _torch_source(spec: ModelSpec) -> Weights:
         path = _download_torchvision(known)
     else:
         path = Path(weights)
+    detail = None
+    if path.is_dir() or path.name.endswith(".safetensors.index.json"):
+        from transfer.sources.folder_config import folder_preprocessing
+
+        named, detail = folder_preprocessing(path if path.is_dir() else path.parent)
+        preprocessing = preprocessing or named
     if path.suffix == ".onnx":
         from transfer.sources.onnx_files import OnnxSource
 
         return OnnxSource(path, preprocessing)  # checked per layer: no runtime is assumed
     tensors = open_state_file(path)
     source = StateDictSource(path, tensors, epsilon, origin, preprocessing)
+    source.preprocessing_detail = detail
     if known is not None:
         source.runnable_factory = lambda: _restored_torchvision(known, source)
     return source
