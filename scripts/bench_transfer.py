@@ -13,7 +13,8 @@
 (d) scaling: synthetic VGG-like checkpoints (0.1, 0.5, 1 billion parameters; --quick: 0.02,
     0.05, 0.1) into a live model: time per transferred GB, and peak RSS growth against 2x the
     largest tensor; with the default snapshot of the live target (spilled to disk when the
-    transfer streams) and with `restore_on_failure=False`.
+    transfer streams) and with `restore_on_failure=False`; and the largest size again as a sharded
+    safetensors checkpoint (index + shards of 4 layers) into a torch model.
 (e) the CLI end to end vs the bare cost of importing the frameworks and building the target.
 (f) the cost of --verify: the main jobs (notop .h5 -> Keras U-Net, vgg16_bn .pth -> Keras
     SegNet, both written to .keras) with --verify against without: time (best of repeats) and
@@ -184,6 +185,41 @@ def case_scaling(folder: Path, repeats: int, file: str, restore: bool = True) ->
             "rss_growth_over_2x_largest": growth / (2 * largest_mb)}
 
 
+def case_sharded(folder: Path, repeats: int, file: str) -> dict:
+    """A sharded safetensors checkpoint (index + shards) into a live torch model."""
+    import transfer
+
+    # isort: split
+    import torch
+
+    index = json.loads((folder / file).read_text())["weight_map"]
+    layers = sorted({key.rsplit(".", 1)[0] for key in index}, key=lambda n: int(n[4:]))
+    channels = 1024
+    with torch.device("meta"):
+        model = torch.nn.Sequential(*[torch.nn.Conv2d(channels, channels, 3) for _ in layers])
+    model.to_empty(device="cpu")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()  # touch every page: the target's memory is not the transfer's
+    renamed = {f"conv{i}": str(i) for i in range(len(layers))}
+    spec = {"format": 1, "source": {"framework": "torch", "weights": str(folder / file)},
+            "target": {"framework": "torch", "model": "user"},
+            "layers": {"conv(\\d+)": "\\1"}}
+    warm_up = {**spec, "layers": {layers[0]: renamed[layers[0]]}}
+    transfer.transfer_weights(warm_up, target=model, restore_on_failure=False)
+    largest_mb = channels * channels * 9 * 4 / 2**20
+    reset_peak_rss()
+    baseline = rss_mb()
+    started = time.perf_counter()
+    report = transfer.transfer_weights(spec, target=model, restore_on_failure=False).report
+    seconds = time.perf_counter() - started
+    growth = peak_rss_mb() - baseline
+    gigabytes = report.params_moved * 4 / 2**30
+    return {"params": report.params_moved, "transferred_gb": gigabytes, "time_s": seconds,
+            "s_per_gb": seconds / gigabytes, "shards": len(set(index.values())), "largest_tensor_mb": largest_mb,
+            "rss_growth_mb": growth, "rss_growth_over_2x_largest": growth / (2 * largest_mb)}
+
+
 def case_cli(folder: Path, repeats: int) -> dict:
     bare = ("import transfer, keras\n"
             "from transfer.targets.keras_unet import build_unet_vgg16\n"
@@ -260,6 +296,21 @@ def make_files(folder: Path, scaling: list[float]) -> dict[str, float]:
                 group.create_dataset(f"{n}/bias:0", data=np.zeros(channels, np.float32))
                 group.attrs["weight_names"] = [f"{n}/kernel:0".encode(), f"{n}/bias:0".encode()]
         files[name] = count * per_layer / 1e9
+    if scaling:  # the largest size again, as a sharded safetensors checkpoint (Hugging Face's layout)
+        from safetensors.numpy import save_file
+
+        count = max(1, round(max(scaling) * 1e9 / per_layer))
+        block = rng.standard_normal((channels, channels, 3, 3), dtype=np.float32) * 0.01
+        weight_map = {}
+        for shard in range(0, count, 4):  # 4 layers (about 150 MB) a shard
+            name = f"model-{shard // 4 + 1:05d}.safetensors"
+            part = {}
+            for i in range(shard, min(shard + 4, count)):
+                part[f"conv{i}.weight"] = block
+                part[f"conv{i}.bias"] = np.zeros(channels, np.float32)
+            save_file(part, str(folder / name))
+            weight_map.update(dict.fromkeys(part, name))
+        (folder / "sharded.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     return files
 
 
@@ -325,6 +376,8 @@ def main() -> None:
             result = case_encoder_from(args.folder, args.repeats, args.file)
         elif args.case == "scaling":
             result = case_scaling(args.folder, args.repeats, args.file, restore=not args.no_restore)
+        elif args.case == "sharded":
+            result = case_sharded(args.folder, args.repeats, args.file)
         elif args.case == "verify_cost":
             result = case_verify_cost(args.folder, args.repeats, args.file, args.verify)
         else:
@@ -347,6 +400,7 @@ def main() -> None:
     notop = run_case("encoder_from", folder, repeats, "--file", "vgg16_notop.h5")
     scale = [run_case("scaling", folder, 1, "--file", name) for name in files]  # the live target protected
     bare = [run_case("scaling", folder, 1, "--file", name, "--no-restore") for name in files]
+    sharded = run_case("sharded", folder, 1, "--file", "sharded.safetensors.index.json")
     e = run_case("cli", folder, 3 if args.quick else 5)
     f = verify_cost(folder, 3 if args.quick else 5)
     shutil.rmtree(folder)
@@ -368,6 +422,9 @@ def main() -> None:
             rows.append((f"(d) {s['params'] / 1e9:.2f} B params ({s['transferred_gb']:.2f} GB){label}",
                          f"{s['time_s']:.1f} s, {s['s_per_gb']:.2f} s/GB",
                          f"RSS +{s['rss_growth_mb']:.0f} MB = {s['rss_growth_over_2x_largest']:.2f} x (2 x largest tensor)"))
+    rows.append((f"(d) {sharded['params'] / 1e9:.2f} B params as {sharded['shards']} safetensors shards -> torch",
+                 f"{sharded['time_s']:.1f} s, {sharded['s_per_gb']:.2f} s/GB",
+                 f"RSS +{sharded['rss_growth_mb']:.0f} MB = {sharded['rss_growth_over_2x_largest']:.2f} x (2 x largest tensor)"))
     rows.append(("(e) CLI end to end / bare imports + build", f"{e['cli_s']:.2f} s / {e['bare_s']:.2f} s",
                  f"+{e['cli_overhead_s']:.2f} s"))
     rows += verify_rows(f)
@@ -386,6 +443,8 @@ def main() -> None:
         "scaling_linearity": round(max(per_gb) / min(per_gb), 3),
         "scaling_rss_over_2x_largest": [round(s["rss_growth_over_2x_largest"], 3) for s in scale],
         "scaling_unprotected_s_per_gb": [round(s["s_per_gb"], 3) for s in bare],
+        "sharded_s_per_gb": round(sharded["s_per_gb"], 3),
+        "sharded_rss_over_2x_largest": round(sharded["rss_growth_over_2x_largest"], 3),
         "scaling_unprotected_rss_over_2x_largest": [round(s["rss_growth_over_2x_largest"], 3) for s in bare],
         "cli_overhead_s": round(e["cli_overhead_s"], 3),
         "verify_time_ratio": {job: round(v["time_ratio"], 3) for job, v in f.items()},

@@ -109,3 +109,18 @@ def test_a_damaged_onnx_file_is_exit_5(tmp_path: Path) -> None:
     cut.write_bytes(path.read_bytes()[:200])
     with pytest.raises(CheckpointError, match=f"{cut}: not a readable ONNX model"):
         transfer.transfer_weights(spec(cut, "torch", {"c1": "c1"}), target=tiny_torch(2))
+
+
+def test_verify_runs_the_onnx_graph_where_onnxruntime_is_installed(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("onnxruntime")
+    path = export(tiny_torch(1), tmp_path / "tiny.onnx", fold=False)
+    layers = {"c1": "c1", "bn": {"target": "bn", "epsilon": "rescale"}, "c2": "c2", "fc": "fc"}
+    _, report = transfer.transfer_weights(spec(path, "keras", layers), target=tiny_keras(2), verify=True)
+    stack = report.verification[0].stack
+    assert stack is not None and stack.target == "fc" and stack.ok and stack.rel_diff <= 1e-4
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a))
+    _, report = transfer.transfer_weights(spec(path, "keras", layers), target=tiny_keras(2), verify=True)
+    assert report.verification[0].stack is None and "onnxruntime is not installed" in report.verification[0].stack_note

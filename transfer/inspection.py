@@ -34,6 +34,7 @@ class Inspection:
     framework: str
     preprocessing: str | None
     layers: list[LayerRow] = field(default_factory=list)
+    preprocessing_detail: dict[str, Any] | None = None  # what a checkpoint folder's config says
 
     @property
     def params(self) -> int:
@@ -46,7 +47,8 @@ def inspect_weights(weights: Weights) -> Inspection:
 
     rows = [LayerRow(spec.name, spec.kind, described(spec), spec.shapes, spec.params)
             for spec in weights.layers().values()]
-    return Inspection(weights.description, weights.framework, weights.preprocessing, rows)
+    return Inspection(weights.description, weights.framework, weights.preprocessing, rows,
+                      weights.preprocessing_detail)
 
 
 def inspect_spec(text: str) -> Inspection:
@@ -75,12 +77,16 @@ def inspection_dict(inspection: Inspection) -> dict[str, Any]:
     return {"description": inspection.description, "framework": inspection.framework,
             "preprocessing": inspection.preprocessing,
             "preprocessing_help": PREPROCESSING_HELP.get(inspection.preprocessing or "", "unknown"),
+            "preprocessing_detail": inspection.preprocessing_detail,
             "params": inspection.params, "layers": [asdict(row) for row in inspection.layers]}
 
 
 def render_inspection(inspection: Inspection) -> str:
     expects = (f"expects '{inspection.preprocessing}' input ({PREPROCESSING_HELP[inspection.preprocessing]})"
                if inspection.preprocessing in PREPROCESSING_HELP else "preprocessing unknown")
+    detail = inspection.preprocessing_detail
+    if detail:
+        expects += f" ({detail['file']}: mean {detail['mean']}, std {detail['std']}, input {detail['input_size']})"
     lines = [(f"{inspection.description}: {len(inspection.layers)} weighted layers, {inspection.params:,} "
               f"parameters ({inspection.framework}); {expects}")]
     rows = [(row.name, row.kind, ", ".join(row.tensors), f"{row.params:,}") for row in inspection.layers]

@@ -160,7 +160,8 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
 def run_layer(entry: kinds.LayerKind, framework: str, arrays: list[np.ndarray], probe: np.ndarray,
            epsilon: float | None) -> np.ndarray:
     """Run one layer's op in `framework` on the channels-last probe; return channels-last."""
-    arrays = [np.ascontiguousarray(a, np.float32) for a in arrays]
+    arrays = [np.array(a, np.float32) if not a.flags.writeable else np.ascontiguousarray(a, np.float32)
+              for a in arrays]  # torch wants writable arrays (file-backed ones are read-only)
     if framework == "keras":
         return _np(entry.keras_op(_frameworks.keras().ops, arrays, probe, epsilon))
     torch = _frameworks.torch()
@@ -191,7 +192,15 @@ def _layer_order(model: Any) -> list[str]:
     """Weighted layers in the model's own order (files such as safetensors sort their keys)."""
     from transfer.adapter import adapter_for
 
+    if _is_onnx(model):
+        return list(model.layer_order)
     return list(adapter_for(model).layers())
+
+
+def _is_onnx(model: Any) -> bool:
+    from transfer.sources.onnx_files import OnnxGraph
+
+    return isinstance(model, OnnxGraph)
 
 
 def _stack_pairs(pairs: list[Pair], source_order: list[str], target: Weights) -> list[Pair] | str:
@@ -240,11 +249,24 @@ def _stack_probe(source_model: Any, target_model: Any) -> np.ndarray:
     if keras_model is not None:
         shape = keras_model.input_shape
         height, width, channels = shape[1] or 64, shape[2] or 64, shape[3]
+    if _is_onnx(source_model):  # an export has a fixed input size unless its axes were made dynamic
+        _, onnx_channels, onnx_height, onnx_width = source_model.input_shape()
+        if keras_model is not None and (onnx_height, onnx_width) not in ((None, None), (height, width)):
+            raise ValueError(f"the ONNX graph takes {onnx_height}x{onnx_width} inputs and the Keras model "
+                             f"{height}x{width}; export with dynamic height and width to compare them")
+        height, width = onnx_height or height, onnx_width or width
+        channels = channels or onnx_channels
     if channels is None:
         torch_model = target_model if not _is_keras(target_model) else source_model
         first_conv = next(m for m in torch_model.modules() if hasattr(m, "in_channels"))
         channels = first_conv.in_channels
     return np.random.default_rng(PROBE_SEED + 1).normal(0, 1, size=(1, height, width, channels)).astype(np.float32)
+
+
+def _keras_input(model: Any) -> Any:
+    """The model's symbolic input (`model.input` is undefined on a Sequential never called)."""
+    inputs = model.inputs
+    return inputs[0] if len(inputs) == 1 else inputs
 
 
 class _AllCaptured(Exception):
@@ -253,13 +275,15 @@ class _AllCaptured(Exception):
 
 def _layer_outputs(model: Any, names: list[str], probe: np.ndarray) -> list[np.ndarray]:
     """Outputs of the named layers on one probe, channels last, in one forward pass."""
+    if _is_onnx(model):
+        return list(model.outputs(names, probe))
     if _is_keras(model):
         keras = _frameworks.keras()
         outputs = []
         for name in names:
             output = model.get_layer(name).output
             outputs.append(output[0] if isinstance(output, (list, tuple)) else output)
-        values = keras.Model(model.input, outputs)(probe, training=False)
+        values = keras.Model(_keras_input(model), outputs)(probe, training=False)
         return [_np(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
     torch = _frameworks.torch()
     captured: dict[str, Any] = {}

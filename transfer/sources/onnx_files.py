@@ -35,6 +35,7 @@ class OnnxSource(ReadOnlyWeights):
         graph = _load(path).graph
         initializers = {tensor.name: tensor for tensor in graph.initializer}
         self._arrays: dict[str, list[Any]] = {}  # layer -> [(initializer, transpose?)]
+        self._outputs: dict[str, str] = {}  # layer -> the node output holding its result
         self._specs: dict[str, LayerSpec] = {}
         ops = set()
         for node in graph.node:
@@ -45,11 +46,13 @@ class OnnxSource(ReadOnlyWeights):
             kind, inputs, epsilon = found
             name = _layer_name(node, inputs[0][0].name, self._specs)
             self._arrays[name] = inputs
+            self._outputs[name] = node.output[0]
             self._specs[name] = LayerSpec(
                 name=name, framework="torch", kind=kind,
                 tensors=tuple(TensorSpec(TORCH_NAMES[i], _shape(t, transpose), _dtype(t))
                               for i, (t, transpose) in enumerate(inputs)),
                 epsilon=epsilon, epsilon_origin=f"the ONNX node {node.name or node.op_type}" if epsilon else "")
+        self.runnable_factory = lambda: _runnable(path, self._outputs)
         folded = "Conv" in ops and "BatchNormalization" not in ops
         self.description = (f"ONNX graph {path}" + (" (no BatchNormalization node: exported with BatchNorm "
                                                      "folded into the convolutions?)" if folded else ""))
@@ -69,6 +72,46 @@ class OnnxSource(ReadOnlyWeights):
                                       f"'{name}': {type(exc).__name__}: {exc}") from exc
             arrays.append(np.ascontiguousarray(array.T) if transpose else array)
         return arrays
+
+
+class OnnxGraph:
+    """The ONNX graph, run with onnxruntime, as the source model of the stack check: the output
+    of any weighted layer's node, on an NHWC probe (transposed to the graph's NCHW)."""
+
+    def __init__(self, path: Path, outputs: dict[str, str]):
+        self.path, self.layer_outputs = path, outputs
+
+    @property
+    def layer_order(self) -> list[str]:
+        return list(self.layer_outputs)
+
+    def input_shape(self) -> list[int | None]:
+        """(N, C, H, W) of the graph's input; None where the export made an axis dynamic."""
+        graph = _load(self.path).graph
+        initializers = {t.name for t in graph.initializer}
+        first = next(i for i in graph.input if i.name not in initializers)
+        return [d.dim_value if d.HasField("dim_value") else None for d in first.type.tensor_type.shape.dim]
+
+    def outputs(self, names: list[str], probe: np.ndarray) -> list[np.ndarray]:
+        import onnxruntime
+        from onnx import TensorProto, helper
+
+        model = _load(self.path)
+        graph = model.graph
+        wanted = [self.layer_outputs[name] for name in names]
+        known = {o.name for o in graph.output}
+        graph.output.extend(helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in wanted if o not in known)
+        session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        initializers = {t.name for t in graph.initializer}
+        feed = next(i.name for i in graph.input if i.name not in initializers)
+        results = session.run(wanted, {feed: np.ascontiguousarray(probe.transpose(0, 3, 1, 2))})
+        return [r.transpose(0, 2, 3, 1) if r.ndim == 4 else r for r in results]
+
+
+def _runnable(path: Path, outputs: dict[str, str]) -> tuple[Any, str]:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None, "onnxruntime is not installed: each layer is checked on its own (pip install onnxruntime)"
+    return OnnxGraph(path, outputs), ""
 
 
 def _load(path: Path) -> Any:
