@@ -70,8 +70,7 @@ def make_checkpoints(folder: Path) -> None:
     torch.save(bn, folder / "vgg16_bn.pth")
     for name, fold in (("vgg16_bn.onnx", False), ("vgg16_bn_folded.onnx", True)):
         torch.onnx.export(bn_model, (torch.zeros(1, 3, 224, 224),), str(folder / name), dynamo=False,
-                          do_constant_folding=fold, training=torch.onnx.TrainingMode.EVAL,
-                          input_names=["image"], dynamic_axes={"image": {2: "height", 3: "width"}})
+                          do_constant_folding=fold, training=torch.onnx.TrainingMode.EVAL)
     save_file({k: v.contiguous() for k, v in bn.items()}, folder / "vgg16_bn.safetensors")
     torch.manual_seed(3)
     torch.save(randomize_torch(torchvision.models.resnet50(weights=None), 3).state_dict(), folder / "resnet50.pth")

@@ -253,7 +253,8 @@ def _stack_probe(source_model: Any, target_model: Any) -> np.ndarray:
         _, onnx_channels, onnx_height, onnx_width = source_model.input_shape()
         if keras_model is not None and (onnx_height, onnx_width) not in ((None, None), (height, width)):
             raise ValueError(f"the ONNX graph takes {onnx_height}x{onnx_width} inputs and the Keras model "
-                             f"{height}x{width}; export with dynamic height and width to compare them")
+                             f"{height}x{width}; build the target at the graph's size (or export with dynamic "
+                             "height and width) to compare them")
         height, width = onnx_height or height, onnx_width or width
         channels = channels or onnx_channels
     if channels is None:
