@@ -52,3 +52,24 @@ def test_a_narrower_target_is_warned_about_and_verified_at_its_precision(tmp_pat
     assert report.ok and all(c.tolerance == 4 * float(np.finfo(np.float16).eps) for c in checks)
     assert 1e-5 < max(c.rel_diff for c in checks) <= 4e-3  # the rounding is real, and bounded
     assert model.c1.weight.dtype.is_floating_point and str(model.c1.weight.dtype) == "torch.float16"
+
+
+def test_a_mixed_precision_target_keeps_float32_variables(tmp_path: Path) -> None:
+    """Under mixed_float16 the variables stay float32 (nothing is cast) and the stack check
+    allows for the float16 activations."""
+    import keras
+
+    source = tiny_keras(1)
+    path = tmp_path / "tiny.keras"
+    source.save(path)
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        target = tiny_keras(2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    layers = {"c1": "c1", "bn": "bn", "c2": "c2", "fc": "fc"}
+    model, report = transfer.transfer_weights(spec("keras", path, "keras", layers), target=target, verify=True)
+    assert all(row.notes == () for row in report.transferred) and not report.warnings
+    assert {str(w.dtype) for w in model.weights} == {"float32"} and model.dtype_policy.compute_dtype == "float16"
+    stack = report.verification[0].stack
+    assert stack is not None and stack.ok and stack.tolerance == 16 * float(np.finfo(np.float16).eps)

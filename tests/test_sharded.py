@@ -100,3 +100,26 @@ def test_an_unnamed_convention_is_recorded_and_warned_about(tmp_path: Path) -> N
     assert report.preprocessing["source_expects"] is None
     assert report.preprocessing["source_config"]["mean"] == [0.1, 0.2, 0.3]
     assert any("which is none of the named conventions" in w for w in report.warnings)
+
+
+def test_keras_sharded_weights_give_the_tensors_of_one_file(keras_vgg: object, tmp_path: Path) -> None:
+    """Keras 3's own sharding (`save_weights("*.weights.json", max_shard_size=...)`), read
+    without the model (class-counter names) and through the known architecture (real names)."""
+    import numpy as np
+
+    index = tmp_path / "vgg.weights.json"
+    keras_vgg.save_weights(index, max_shard_size=0.01)  # GB: 7 shards, a layer's variables split across two
+    assert len(list(tmp_path.glob("vgg_*.weights.h5"))) > 2
+    mapping = {"format": 1, "source": {"framework": "keras", "weights": str(index)},
+               "target": {"framework": "keras", "model": "unet_vgg16", "config": {"input_shape": [32, 32, 3]}},
+               "layers": {"conv2d": "block1_conv1", "conv2d_12": "block5_conv3"}}
+    model, report = transfer.transfer_weights(mapping, verify=True)
+    assert report.ok and "Keras 3 sharded weights" in report.source
+    for target in ("block1_conv1", "block5_conv3"):
+        for got, expected in zip(model.get_layer(target).get_weights(), keras_vgg.get_layer(target).get_weights()):
+            assert np.array_equal(got, expected)
+    mapping["source"]["model"] = "vgg16"
+    mapping["layers"] = {r"block(\d)_conv(\d)": r"block\1_conv\2"}
+    mapping["untouched"] = ["dec*", "head"]
+    model, report = transfer.transfer_weights(mapping, verify=True, strict=True)
+    assert len(report.transferred) == 13 and report.verification[0].stack.ok

@@ -229,9 +229,20 @@ def _compare_outputs(pairs: list[Pair], source_model: Any, target_model: Any, pr
     for pair, reference, candidate in zip(pairs, references, candidates):
         reference, candidate = _same_activation(pair, source_model, target_model, reference, candidate)
         diff, rel = _rel(reference, candidate)
-        checks.append(LayerCheck(pair.source.name, pair.target.name, method, diff, rel,
-                                 max(tolerance(p, STACK_TOLERANCE, 16) for p in pairs)))
+        limit = max([tolerance(p, STACK_TOLERANCE, 16) for p in pairs]
+                    + [16 * _compute_epsilon(m) for m in (source_model, target_model)])
+        checks.append(LayerCheck(pair.source.name, pair.target.name, method, diff, rel, limit))
     return checks
+
+
+def _compute_epsilon(model: Any) -> float:
+    """Machine epsilon of a Keras model's compute dtype under a mixed-precision policy (its
+    variables stay float32, its activations do not); 0 for full precision and for torch."""
+    policy = getattr(model, "dtype_policy", None) if _is_keras(model) else None
+    compute = getattr(policy, "compute_dtype", "float32")
+    if compute in ("float16", "bfloat16"):
+        return 2.0 ** -7 if compute == "bfloat16" else float(np.finfo(np.float16).eps)
+    return 0.0
 
 
 def _first_divergence(stack: list[Pair], source_model: Any, target_model: Any, probe: np.ndarray) -> list[LayerCheck]:

@@ -20,7 +20,13 @@ from transfer.adapter import Runnable, Weights
 from transfer.errors import CheckpointError, MappingError
 from transfer.keras_models import KerasModelWeights, load_keras_file
 from transfer.mapping import ModelSpec, did_you_mean
-from transfer.sources.keras_files import KerasV3WeightsSource, LegacyH5Source, is_legacy_h5, open_h5
+from transfer.sources.keras_files import (
+    KerasShardedWeightsSource,
+    KerasV3WeightsSource,
+    LegacyH5Source,
+    is_legacy_h5,
+    open_h5,
+)
 from transfer.sources.known_models import KERAS_APPLICATIONS, TORCHVISION_MODELS, KerasApplication, TorchvisionModel
 from transfer.sources.torch_files import StateDictSource, first_line, materialize, open_state_file
 
@@ -83,6 +89,10 @@ def _keras_source(spec: ModelSpec) -> Weights:
         path = _download_keras(app, spec.include_top)
         return _legacy_h5(path, open_h5(path), app, preprocessing, epsilon)
     path = Path(weights)
+    if path.name.endswith(".weights.json"):  # Keras 3 sharded weights
+        if app is None:
+            return KerasShardedWeightsSource(path, preprocessing, epsilon)
+        return _restored_keras_file(path, app, spec, preprocessing)
     if path.suffix == ".keras":
         return KerasModelWeights(load_keras_file(path), f"Keras model file {path}", path=path,
                                  preprocessing=preprocessing)
@@ -92,8 +102,12 @@ def _keras_source(spec: ModelSpec) -> Weights:
     if app is None:
         return KerasV3WeightsSource(path, preprocessing, epsilon, file=file)
     file.close()
-    # A Keras 3 weights file names layers by class counters; with a known architecture,
-    # let Keras restore it into that model so the layers get their real names.
+    return _restored_keras_file(path, app, spec, preprocessing)
+
+
+def _restored_keras_file(path: Path, app: KerasApplication, spec: ModelSpec, preprocessing: str | None) -> Weights:
+    """A Keras 3 weights file names layers by class counters; with a known architecture, let
+    Keras restore it into that model so the layers get their real names."""
     model = _keras_application(app, include_top=spec.include_top)
     try:
         model.load_weights(str(path))

@@ -163,3 +163,60 @@ class KerasV3WeightsSource(_H5Source):
         except H5_ERRORS as exc:
             self.close()
             raise CheckpointError(f"{path}: unreadable Keras 3 weights file: {exc}.") from exc
+
+
+class KerasShardedWeightsSource(_H5Source):
+    """Keras 3 sharded weights (`model.save_weights("m.weights.json", max_shard_size=...)`):
+    a JSON `weight_map` from each `/.../vars` group to the shard files holding its variables,
+    each shard laid out like a `.weights.h5`. Layers are named as for `KerasV3WeightsSource`;
+    shards are opened once and read lazily; shard names must stay in the index's folder."""
+
+    def __init__(self, path: Path, preprocessing: str | None = None,
+                 epsilon: tuple[float, str] | None = None):
+        import json
+
+        try:
+            weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+            if not isinstance(weight_map, dict):
+                raise TypeError("weight_map must be a mapping")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{path}: not a Keras sharded-weights index: {exc}.") from exc
+        folder = path.parent.resolve()
+        names = sorted({shard for shards in weight_map.values() for shard in _listed(shards, path)})
+        for shard in names:
+            if folder not in (folder / shard).resolve().parents:
+                raise CheckpointError(f"{path}: refused: shard '{shard}' lies outside the index's folder.")
+        if not names:
+            raise CheckpointError(f"{path}: the index lists no shard.")
+        self._shards = {name: open_h5(folder / name) for name in names}
+        super().__init__(path, f"Keras 3 sharded weights {path}", preprocessing, epsilon,
+                         file=self._shards[names[0]])
+        try:
+            for group_path in sorted(weight_map, key=_natural_key):
+                inner = group_path.strip("/")
+                if not inner.endswith("vars") or inner.startswith("optimizer/"):
+                    continue
+                found = {}
+                for shard in _listed(weight_map[group_path], path):
+                    group = self._shards[shard].get(inner)
+                    if group is not None:
+                        found.update({key: group[key] for key in group})
+                if found:
+                    keys = sorted(found, key=int)
+                    name = "/".join(p for p in inner[: -len("/vars")].split("/") if p != "layers")
+                    self._add(name, [f"vars/{k}" for k in keys], [found[k] for k in keys])
+        except H5_ERRORS as exc:
+            self.close()
+            raise CheckpointError(f"{path}: unreadable Keras sharded weights: {exc}.") from exc
+
+    def close(self) -> None:
+        for shard in self._shards.values():
+            shard.close()
+
+
+def _listed(shards: Any, index: Path) -> list[str]:
+    if isinstance(shards, str):
+        return [shards]
+    if isinstance(shards, list) and all(isinstance(s, str) for s in shards):
+        return shards
+    raise CheckpointError(f"{index}: a weight_map entry must name shard files; received {shards!r}.")
