@@ -66,3 +66,27 @@ def test_a_mapping_shows_its_plan_without_downloading(monkeypatch, capsys) -> No
 def test_an_unknown_name_gets_a_did_you_mean(capsys) -> None:
     assert main(["inspect", "keras:unet"]) == 3
     assert "Did you mean 'unet_vgg16'?" in capsys.readouterr().err
+
+
+def test_inspect_reads_every_source_kind(tmp_path: Path, keras_vgg: Any, capsys) -> None:
+    """Sharded checkpoints of both frameworks, ONNX and a checkpoint folder: the same layer
+    count as the model they were written from."""
+
+    from test_sharded import write_shards
+
+    from checkpoints import tiny_torch
+
+    keras_vgg.save_weights(tmp_path / "vgg.weights.json", max_shard_size=0.01)
+    assert len(inspect(capsys, str(tmp_path / "vgg.weights.json"))["layers"]) == 13
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    write_shards(tiny_torch(1).state_dict(), folder)
+    # safetensors stores keys sorted, so a file cannot give the module order: the set is what counts
+    assert sorted(row["name"] for row in inspect(capsys, str(folder))["layers"]) == ["bn", "c1", "c2", "fc"]
+    pytest.importorskip("onnx")
+    from test_onnx import export
+
+    path = export(tiny_torch(1), tmp_path / "tiny.onnx", fold=True)
+    found = inspect(capsys, str(path))
+    assert [row["name"] for row in found["layers"]] == ["c1", "c2", "fc"] and "folded" in found["description"]
+

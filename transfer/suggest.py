@@ -40,7 +40,8 @@ def parse_spec(text: str, role: str) -> ModelSpec:
     path = Path(text)
     if path.suffix in _KERAS_SUFFIXES + _TORCH_SUFFIXES or path.exists():
         # a folder is a Hugging Face / timm checkpoint: torch's side
-        framework = "torch" if path.suffix in _TORCH_SUFFIXES or path.is_dir() else "keras"
+        keras_index = path.name.endswith(".weights.json")  # Keras 3's sharded weights
+        framework = "torch" if (path.suffix in _TORCH_SUFFIXES or path.is_dir()) and not keras_index else "keras"
         if role == "target":
             if path.suffix != ".keras":
                 raise MappingError(f"{where}: a target file must be a .keras model; for a shipped "
