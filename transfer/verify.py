@@ -253,26 +253,25 @@ def _first_divergence(stack: list[Pair], source_model: Any, target_model: Any, p
 
 
 def _stack_probe(source_model: Any, target_model: Any) -> np.ndarray:
-    """One image the size both models accept: the Keras input shape where fixed, else 64x64."""
+    """One image the size both models accept: a fixed Keras or ONNX input size, else 64x64."""
     keras_model = target_model if _is_keras(target_model) else source_model if _is_keras(source_model) else None
-    height = width = 64
-    channels = None
+    height = width = channels = None
     if keras_model is not None:
-        shape = keras_model.input_shape
-        height, width, channels = shape[1] or 64, shape[2] or 64, shape[3]
+        _, height, width, channels = keras_model.input_shape
     if _is_onnx(source_model):  # an export has a fixed input size unless its axes were made dynamic
         _, onnx_channels, onnx_height, onnx_width = source_model.input_shape()
-        if keras_model is not None and (onnx_height, onnx_width) not in ((None, None), (height, width)):
-            raise ValueError(f"the ONNX graph takes {onnx_height}x{onnx_width} inputs and the Keras model "
-                             f"{height}x{width}; build the target at the graph's size (or export with dynamic "
-                             "height and width) to compare them")
-        height, width = onnx_height or height, onnx_width or width
-        channels = channels or onnx_channels
+        for fixed, other in ((height, onnx_height), (width, onnx_width)):
+            if fixed and other and fixed != other:
+                raise ValueError(f"the ONNX graph takes {onnx_height}x{onnx_width} inputs and the Keras model "
+                                 f"{height}x{width}; build the target at the graph's size (or export with "
+                                 "dynamic height and width) to compare them")
+        height, width, channels = height or onnx_height, width or onnx_width, channels or onnx_channels
     if channels is None:
         torch_model = target_model if not _is_keras(target_model) else source_model
         first_conv = next(m for m in torch_model.modules() if hasattr(m, "in_channels"))
         channels = first_conv.in_channels
-    return np.random.default_rng(PROBE_SEED + 1).normal(0, 1, size=(1, height, width, channels)).astype(np.float32)
+    size = (1, height or 64, width or 64, channels)
+    return np.random.default_rng(PROBE_SEED + 1).normal(0, 1, size=size).astype(np.float32)
 
 
 def _keras_input(model: Any) -> Any:

@@ -11,7 +11,7 @@ from transfer.targets.vgg16_layout import UNET_DECODER as DECODER
 from transfer.targets.vgg16_layout import VGG16_BLOCKS
 
 
-def build_unet_vgg16(input_shape: Sequence[Any] = (256, 256, 3), classes: int = 2,
+def build_unet_vgg16(input_shape: Sequence[Any] = (None, None, 3), classes: int = 2,
                      batchnorm_epsilon: float = 1e-3, name: str = "unet_vgg16") -> Any:
     """U-Net on a VGG16 encoder.
 
@@ -22,8 +22,9 @@ def build_unet_vgg16(input_shape: Sequence[Any] = (256, 256, 3), classes: int = 
     conv-BN-ReLU (256, 128, 64, 32 filters); then a 1x1 conv `head` to `classes`, softmax.
 
     Args:
-        input_shape: (height, width, channels); height and width multiples of 16 or None,
-            any channel count (a count other than 3 needs an input-channel adaptation rule).
+        input_shape: (height, width, channels); height and width multiples of 16, or None
+            (the default: any multiple of 16 at run time); any channel count (a count other
+            than 3 needs an input-channel adaptation rule).
         classes: number of output classes.
         batchnorm_epsilon: epsilon of the decoder's BatchNormalization layers.
         name: model name.
