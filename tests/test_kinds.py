@@ -106,6 +106,8 @@ def test_live_layers_are_recognised() -> None:
 def test_file_tensors_are_recognised() -> None:
     assert kinds.keras_file_kind(["depthwise_kernel", "bias"], [(3, 3, 4, 1), (4,)]) == "depthwise_conv2d"
     assert kinds.keras_file_kind(["gamma", "beta", "moving_mean", "moving_variance"], [(4,)] * 4) == "batchnorm"
+    assert kinds.keras_file_kind(["moving_mean", "moving_variance"], [(4,)] * 2) == "batchnorm"  # center=scale=False
+    assert kinds.keras_file_kind(["gamma", "beta"], [(4,)] * 2) == "other"  # a LayerNormalization, not a BatchNorm
     assert kinds.keras_file_kind(["kernel", "bias"], [(3, 3, 4, 2), (2,)]) == "conv2d"
     assert kinds.keras_file_kind(["kernel", "bias"], [(4, 2), (2,)]) == "dense"
     assert kinds.torch_file_kind({"weight": (4,), "bias": (4,), "running_mean": (4,), "running_var": (4,)}) == "batchnorm"

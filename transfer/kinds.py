@@ -224,7 +224,8 @@ KINDS: tuple[LayerKind, ...] = (
         describe_to_torch="gamma,beta,moving_mean,moving_variance -> weight,bias,running_mean,running_var",
         keras_layer=_keras_is("BatchNormalization"),
         torch_module=lambda m, torch: isinstance(m, torch.nn.modules.batchnorm._BatchNorm),
-        keras_file=lambda names, shapes: bool({"gamma", "beta", "moving_mean", "moving_variance"} & set(names)),
+        # the moving statistics tell a BatchNormalization from a LayerNormalization (gamma, beta)
+        keras_file=lambda names, shapes: {"moving_mean", "moving_variance"} <= set(names),
         torch_file=lambda shapes: "running_mean" in shapes and "running_var" in shapes,
         probe_shape=lambda c: (3, 3, c.keras_side.tensors[0].shape[0]),
         torch_op=lambda F, t, x, eps: F.batch_norm(x, t[2], t[3], t[0], t[1], False, 0.0, eps),
