@@ -125,24 +125,28 @@ def test_segnet_rejects_sizes_that_are_not_multiples_of_32() -> None:
 
 
 def test_a_written_segnet_loads_in_a_fresh_process(notop_h5: Path, tmp_path: Path) -> None:
-    """The documented way to open a SegNet .keras elsewhere: register the package's layers,
-    then plain `keras.saving.load_model` (safe mode). Without the registration Keras refuses."""
+    """A SegNet .keras opens with plain `keras.saving.load_model` (safe mode) in a process that
+    did only `import transfer, keras` (either order) first; without `import transfer` Keras
+    refuses its pooling layers."""
     from conftest import MAPPINGS
     from transfer.cli import main
 
     out = tmp_path / "segnet.keras"
     assert main(["--map", str(MAPPINGS / "segnet_vgg16.yaml"), "--source-weights", str(notop_h5),
                  "--out", str(out), "--quiet"]) == 0
-    code = ("import transfer, keras\n"
-            "try:\n"
-            f"    keras.saving.load_model({str(out)!r})\n"
-            "except Exception as exc:\n"
-            "    print('refused before registering:', 'MaxPoolingWithArgmax2D' in str(exc))\n"
-            "transfer.register_custom_layers()\n"
-            f"model = keras.saving.load_model({str(out)!r})\n"
+    load = (f"model = keras.saving.load_model({str(out)!r})\n"
             "print(model.get_layer('block1_pool').__class__.__name__, model.output_shape)\n")
+    without = ("import keras\n"
+               "try:\n"
+               f"    keras.saving.load_model({str(out)!r})\n"
+               "except Exception as exc:\n"
+               "    print('refused:', 'MaxPoolingWithArgmax2D' in str(exc))\n")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip().splitlines() == ["refused before registering: True",
-                                                  "MaxPoolingWithArgmax2D (None, 256, 256, 6)"]
+    expected = "MaxPoolingWithArgmax2D (None, 256, 256, 6)"
+    for code, stdout in [("import transfer, keras\n" + load, expected),
+                         ("import keras, transfer\n" + load, expected),
+                         (without, "refused: True")]:
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                timeout=300, env=env)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip() == stdout, code

@@ -3,7 +3,9 @@
 Importing this package loads no deep-learning framework, nor numpy, h5py or yaml: the public
 names below are imported on first use. It does load triton, when installed and TensorFlow is
 not loaded yet (about 0.1 s), because triton loaded after TensorFlow crashes the process and
-torchvision loads triton. See `transfer._frameworks`.
+torchvision loads triton. See `transfer._frameworks`. And when Keras gets imported (or already
+is), SegNet's two pooling layers are registered with it, so `keras.saving.load_model` opens the
+`.keras` files this package writes.
 
     from transfer import transfer_weights, verify_weights
     result = transfer_weights("mappings/unet_vgg16.yaml", source_weights="vgg16_notop.h5")
@@ -28,6 +30,7 @@ from transfer.errors import (
 )
 
 _frameworks.preload_triton()
+_frameworks.register_keras_layers_when_keras_loads()
 
 if TYPE_CHECKING:
     from transfer.api import TransferResult, transfer_weights, verify_weights

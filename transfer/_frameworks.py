@@ -36,6 +36,24 @@ def preload_triton() -> None:
         importlib.import_module("triton")
 
 
+def register_keras_layers_when_keras_loads() -> None:
+    """Register this package's Keras layers (SegNet's pooling) the moment Keras is imported, or
+    now if it already is. `keras.saving.load_model` resolves custom layers only through Keras'
+    registry (it never imports a non-Keras module named in a file), and `import transfer` must
+    not import Keras for torch-only users: a post-import hook (wrapt's, the one TensorFlow itself
+    depends on) gives both. Skipped for Keras 2, which cannot load these files anyway."""
+    if not _installed("keras"):
+        return
+    import wrapt
+
+    wrapt.register_post_import_hook(_register_keras_layers, "keras")
+
+
+def _register_keras_layers(keras_module: ModuleType) -> None:
+    if str(getattr(keras_module, "__version__", "")).startswith("3."):
+        importlib.import_module("transfer.targets.keras_pooling")  # registers on import
+
+
 def triton_crash_risk() -> bool:
     """True when importing triton now would load it after TensorFlow (and crash)."""
     return "tensorflow" in sys.modules and "triton" not in sys.modules and _installed("triton")
