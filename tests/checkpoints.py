@@ -86,13 +86,17 @@ def write_legacy_h5(model: Any, path: Path, style: str = "keras2") -> Path:
         for layer in model.layers:
             group = file.create_group(layer.name)
             names = []
-            for weight in layer.weights:
-                if style == "keras2":
-                    name = f"{layer.name}/{weight.name}:0"
-                else:
-                    name = f"{layer.name}_{short.get(weight.name, weight.name)}_1:0"
-                group.create_dataset(name, data=np.asarray(weight))
-                names.append(name.encode())
+            # a nested model (ConvNeXt's stem) keeps its layers' weights in its own group, named
+            # by the inner layer (`stem_conv/kernel:0`), as tf.keras wrote them
+            owners = [(inner.name, inner) for inner in layer.layers] if hasattr(layer, "layers") else [(layer.name, layer)]
+            for owner_name, owner in owners:
+                for weight in owner.weights:
+                    if style == "keras2":
+                        name = f"{owner_name}/{weight.name}:0"
+                    else:
+                        name = f"{owner_name}_{short.get(weight.name, weight.name)}_1:0"
+                    group.create_dataset(name, data=np.asarray(weight))
+                    names.append(name.encode())
             group.attrs["weight_names"] = names
     return path
 

@@ -72,6 +72,7 @@ def layer_specs(model: Any) -> dict[str, LayerSpec]:
             epsilon=float(layer.epsilon) if kinds.carries_epsilon(kind) else None,
             epsilon_origin="the Keras layer" if kinds.carries_epsilon(kind) else "",
             flatten=flatten_info(model, layer) if kinds.reads_flattened(kind) else "unknown",
+            groups=kinds.keras_layer_groups(kind, layer),
         )
     return specs
 

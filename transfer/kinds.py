@@ -30,6 +30,14 @@ HWC = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
+class LayerParams:
+    """What a probe op needs beyond the tensors: one side's configuration."""
+
+    epsilon: float | None = None  # normalisations
+    groups: int | None = None  # GroupNorm's groups; a grouped conv's groups
+
+
+@dataclass(frozen=True)
 class PairContext:
     """What a converter or probe may need to know about one source -> target pair."""
 
@@ -57,8 +65,12 @@ class LayerKind:
         keras_file: from a Keras weights file's short weight names and shapes.
         torch_file: from a state dict's tensor names (of one module) and shapes.
         probe_shape: channels-last probe input shape (batch excluded) for verification.
-        torch_op(F, tensors, x, epsilon): the layer on an NCHW (or flat) torch tensor.
-        keras_op(ops, arrays, x, epsilon): the layer on an NHWC (or flat) Keras tensor.
+        torch_op(F, tensors, x, params): the layer on an NCHW (or flat) torch tensor.
+        keras_op(ops, arrays, x, params): the layer on an NHWC (or flat) Keras tensor.
+        keras_groups / torch_groups: the layer's groups (GroupNorm, grouped conv), else None.
+        rescale_epsilon(arrays, source_eps, target_eps): exact compensation of an epsilon
+            change, where one exists (BatchNorm: its variance is a stored tensor).
+        same_framework: the conversion within one framework, where it is not the identity.
     """
 
     name: str
@@ -73,16 +85,20 @@ class LayerKind:
     keras_file: Callable[[Sequence[str], Sequence[tuple[int, ...]]], bool]
     torch_file: Callable[[dict[str, tuple[int, ...]]], bool]
     probe_shape: Callable[[PairContext], tuple[int, ...]]
-    torch_op: Callable[[Any, list[Any], Any, float | None], Any]
-    keras_op: Callable[[Any, Arrays, Any, float | None], Any]
+    torch_op: Callable[[Any, list[Any], Any, LayerParams], Any]
+    keras_op: Callable[[Any, Arrays, Any, LayerParams], Any]
     carries_epsilon: bool = False  # a normalisation: its epsilon is compared (or rescaled for)
+    keras_groups: Callable[[Any], int | None] = lambda layer: None
+    torch_groups: Callable[[Any], int | None] = lambda module: None
+    rescale_epsilon: Callable[[Arrays, float, float], Arrays] | None = None
+    same_framework: Callable[[Arrays, PairContext], Arrays] | None = None
     reads_flattened: bool = False  # may read a flattened feature map (the CHW vs HWC row order)
     input_channel_axis: dict[str, int] | None = None  # kernel axis of input channels, for `adapt`
 
     def convert(self, arrays: Arrays, context: PairContext) -> Arrays:
         """Source tensors -> the target framework's layout (same framework: unchanged)."""
         if context.source.framework == context.target.framework:
-            return list(arrays)
+            return self.same_framework(arrays, context) if self.same_framework else list(arrays)
         return self.to_keras(arrays, context) if context.target.framework == "keras" else self.to_torch(arrays, context)
 
     def describe(self, source_framework: str, target_framework: str) -> str:
@@ -122,13 +138,13 @@ def _dense_probe(context: PairContext) -> tuple[int, ...]:
     return context.flatten if context.flatten else (context.keras_side.tensors[0].shape[0],)
 
 
-def _dense_torch(F: Any, t: list[Any], x: Any, eps: float | None) -> Any:
+def _dense_torch(F: Any, t: list[Any], x: Any, p: LayerParams) -> Any:
     if x.ndim == 4:  # torch flattens CHW; the caller gave NCHW
         x = x.flatten(1)
     return F.linear(x, t[0], _bias(t))
 
 
-def _dense_keras(ops: Any, a: Arrays, x: Any, eps: float | None) -> Any:
+def _dense_keras(ops: Any, a: Arrays, x: Any, p: LayerParams) -> Any:
     y = ops.matmul(ops.reshape(x, (x.shape[0], -1)), a[0])  # Keras flattens HWC
     return y + a[1] if len(a) > 1 else y
 
@@ -148,17 +164,97 @@ def _keras_is(*class_names: str) -> Callable[[Any, Any], bool]:
     return lambda layer, keras: isinstance(layer, tuple(getattr(keras.layers, c) for c in class_names))
 
 
-def _torch_conv(groups: str) -> Callable[[Any, Any], bool]:
+def _torch_conv(depthwise: bool) -> Callable[[Any, Any], bool]:
+    """A depthwise conv has one group per input channel; any other (grouped) conv is a conv2d."""
     def match(module: Any, torch: Any) -> bool:
-        nn = torch.nn
-        if not isinstance(module, nn.Conv2d):
+        if not isinstance(module, torch.nn.Conv2d):
             return False
-        return module.groups == 1 if groups == "one" else (module.groups == module.in_channels > 1)
+        return (module.groups == module.in_channels > 1) == depthwise
     return match
 
 
 def _ndim(shapes: Sequence[tuple[int, ...]], ndim: int) -> bool:
     return bool(shapes) and len(shapes[0]) == ndim
+
+
+def _same(arrays: Arrays, context: PairContext) -> Arrays:
+    return list(arrays)  # the same tensors, in the same order, in both frameworks
+
+
+def _grouped_conv_probe(context: PairContext) -> tuple[int, ...]:
+    kh, kw, channels, _ = context.keras_side.tensors[0].shape
+    groups = context.source.groups or context.target.groups or 1  # a file does not store them
+    return (kh + 3, kw + 4, context.in_channels or channels * groups)
+
+
+def _norm_vectors(shapes: Sequence[tuple[int, ...]]) -> bool:
+    return len(shapes) in (1, 2) and all(len(s) == 1 for s in shapes)
+
+
+def _keras_channel_layernorm(layer: Any, keras: Any) -> bool:
+    """A LayerNormalization over the last (channel) axis only, without RMS scaling."""
+    if not isinstance(layer, keras.layers.LayerNormalization) or getattr(layer, "rms_scaling", False):
+        return False
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    rank = len(layer.input.shape) if _has_single_input(layer) else None
+    return len(axes) == 1 and (axes[0] == -1 or (rank is not None and axes[0] == rank - 1))
+
+
+def _has_single_input(layer: Any) -> bool:
+    try:
+        layer.input  # noqa: B018 - raises for a layer called several times or never
+    except (AttributeError, ValueError):
+        return False
+    return True
+
+
+def _keras_group_norm(ops: Any, a: Arrays, x: Any, p: LayerParams) -> Any:
+    n, h, w, c = x.shape
+    groups = p.groups or 1
+    grouped = ops.reshape(x, (n, h, w, groups, c // groups))
+    mean = ops.mean(grouped, axis=(1, 2, 4), keepdims=True)
+    variance = ops.var(grouped, axis=(1, 2, 4), keepdims=True)
+    normalised = ops.reshape((grouped - mean) / ops.sqrt(variance + p.epsilon), (n, h, w, c))
+    return normalised * a[0] + a[1] if len(a) > 1 else normalised * a[0]
+
+
+def _lone_scale(shapes: dict[str, tuple[int, ...]]) -> bool:
+    if len(shapes) != 1:
+        return False
+    (name, shape), = shapes.items()
+    return name not in ("weight", "bias") and (len(shape) == 1 or (len(shape) == 3 and shape[1:] == (1, 1)))
+
+
+def _to_target_scale(arrays: Arrays, context: PairContext) -> Arrays:
+    return [layout.channel_scale(arrays[0], context.target.tensors[0].shape)]
+
+
+def _pointwise_convert(arrays: Arrays, context: PairContext) -> Arrays:
+    """1x1 conv or dense kernel -> the target's: through the (O, I) matrix of the map."""
+    source, target = context.source, context.target
+    kernel = arrays[0]
+    matrix = layout.pointwise_to_dense(kernel, source.framework) if kernel.ndim == 4 else kernel
+    if source.framework != target.framework:  # torch (O, I) <-> Keras (I, O)
+        matrix = matrix.T
+    if len(target.tensors[0].shape) == 4:
+        matrix = layout.dense_to_pointwise(matrix, target.framework)
+    return [np.ascontiguousarray(matrix), *arrays[1:]]
+
+
+def _pointwise_in(spec: LayerSpec) -> int:
+    shape = spec.tensors[0].shape  # torch (O, I) or (O, I, 1, 1); Keras (I, O) or (1, 1, I, O)
+    return shape[1] if spec.framework == "torch" else shape[-2]
+
+
+def _pointwise_torch(F: Any, t: list[Any], x: Any, p: LayerParams) -> Any:
+    if t[0].ndim == 4:
+        return F.conv2d(x, t[0], _bias(t))
+    return F.linear(x.permute(0, 2, 3, 1), t[0], _bias(t)).permute(0, 3, 1, 2)
+
+
+def _pointwise_keras(ops: Any, a: Arrays, x: Any, p: LayerParams) -> Any:
+    kernel = a[0] if a[0].ndim == 2 else a[0][0, 0]
+    return _with_bias(ops.matmul(x, kernel), a)
 
 
 KINDS: tuple[LayerKind, ...] = (
@@ -173,8 +269,8 @@ KINDS: tuple[LayerKind, ...] = (
         keras_file=lambda names, shapes: False,  # a file cannot tell it from a conv2d
         torch_file=lambda shapes: False,
         probe_shape=lambda c: (4, 5, c.keras_side.tensors[0].shape[3]),
-        torch_op=lambda F, t, x, eps: F.conv_transpose2d(x, t[0], _bias(t)),
-        keras_op=lambda ops, a, x, eps: _with_bias(ops.conv_transpose(x, a[0], strides=1, padding="valid"), a),
+        torch_op=lambda F, t, x, p: F.conv_transpose2d(x, t[0], _bias(t)),
+        keras_op=lambda ops, a, x, p: _with_bias(ops.conv_transpose(x, a[0], strides=1, padding="valid"), a),
     ),
     LayerKind(
         name="depthwise_conv2d",
@@ -182,12 +278,13 @@ KINDS: tuple[LayerKind, ...] = (
         to_keras=_depthwise_to_keras, to_torch=_first(layout.depthwise_keras_to_torch),
         describe_to_keras="(C*m,1,H,W) -> (H,W,C,m)", describe_to_torch="(H,W,C,m) -> (C*m,1,H,W)",
         keras_layer=_keras_is("DepthwiseConv2D"),
-        torch_module=_torch_conv("depthwise"),
+        torch_module=_torch_conv(depthwise=True),
+        torch_groups=lambda module: int(module.groups),
         keras_file=lambda names, shapes: any("depthwise" in n for n in names),
         torch_file=lambda shapes: False,  # looks like a conv2d in a state dict; the target decides
         probe_shape=_conv_probe,
-        torch_op=lambda F, t, x, eps: F.conv2d(x, t[0], _bias(t), groups=x.shape[1]),
-        keras_op=lambda ops, a, x, eps: _with_bias(ops.depthwise_conv(x, a[0], strides=1, padding="valid"), a),
+        torch_op=lambda F, t, x, p: F.conv2d(x, t[0], _bias(t), groups=x.shape[1]),
+        keras_op=lambda ops, a, x, p: _with_bias(ops.depthwise_conv(x, a[0], strides=1, padding="valid"), a),
     ),
     LayerKind(
         name="conv2d",
@@ -195,13 +292,16 @@ KINDS: tuple[LayerKind, ...] = (
         to_keras=_first(layout.conv_torch_to_keras), to_torch=_first(layout.conv_keras_to_torch),
         describe_to_keras="OIHW -> HWIO", describe_to_torch="HWIO -> OIHW",
         keras_layer=_keras_is("Conv2D"),
-        torch_module=_torch_conv("one"),
+        torch_module=_torch_conv(depthwise=False),
         keras_file=lambda names, shapes: _ndim(shapes, 4),
         torch_file=lambda shapes: len(shapes.get("weight", ())) == 4,
-        probe_shape=_conv_probe,
-        torch_op=lambda F, t, x, eps: F.conv2d(x, t[0], _bias(t)),
-        keras_op=lambda ops, a, x, eps: _with_bias(ops.conv(x, a[0], strides=1, padding="valid"), a),
+        probe_shape=_grouped_conv_probe,
+        torch_op=lambda F, t, x, p: F.conv2d(x, t[0], _bias(t), groups=p.groups or 1),
+        # keras.ops.conv infers the groups from the input and kernel channels
+        keras_op=lambda ops, a, x, p: _with_bias(ops.conv(x, a[0], strides=1, padding="valid"), a),
         input_channel_axis={"keras": 2, "torch": 1},  # HWIO, OIHW
+        keras_groups=lambda layer: int(layer.groups),
+        torch_groups=lambda module: int(module.groups),
     ),
     LayerKind(
         name="dense",
@@ -228,10 +328,74 @@ KINDS: tuple[LayerKind, ...] = (
         keras_file=lambda names, shapes: {"moving_mean", "moving_variance"} <= set(names),
         torch_file=lambda shapes: "running_mean" in shapes and "running_var" in shapes,
         probe_shape=lambda c: (3, 3, c.keras_side.tensors[0].shape[0]),
-        torch_op=lambda F, t, x, eps: F.batch_norm(x, t[2], t[3], t[0], t[1], False, 0.0, eps),
-        keras_op=lambda ops, a, x, eps: ops.batch_normalization(x, a[2], a[3], axis=-1, offset=a[1],
-                                                                scale=a[0], epsilon=eps),
+        torch_op=lambda F, t, x, p: F.batch_norm(x, t[2], t[3], t[0], t[1], False, 0.0, p.epsilon),
+        keras_op=lambda ops, a, x, p: ops.batch_normalization(x, a[2], a[3], axis=-1, offset=a[1],
+                                                              scale=a[0], epsilon=p.epsilon),
         carries_epsilon=True,
+        rescale_epsilon=lambda a, source_eps, target_eps: [
+            layout.batchnorm_rescale_gamma(a[0], a[3], source_eps, target_eps), *a[1:]],
+    ),
+    LayerKind(
+        name="layernorm",  # over the channels only: Keras axis=-1; torch LayerNorm((C,)), LayerNorm2d
+        torch_tensors=("weight", "bias"), keras_tensors=("gamma", "beta"),
+        to_keras=_same, to_torch=_same,
+        describe_to_keras="weight,bias -> gamma,beta", describe_to_torch="gamma,beta -> weight,bias",
+        keras_layer=_keras_channel_layernorm,
+        torch_module=lambda m, torch: isinstance(m, torch.nn.LayerNorm) and len(m.normalized_shape) == 1,
+        # gamma/beta without moving statistics: a LayerNormalization or a GroupNormalization;
+        # the target decides (`guessed_from_file`)
+        keras_file=lambda names, shapes: _norm_vectors(shapes) and "moving_mean" not in names,
+        torch_file=lambda shapes: set(shapes) == {"weight", "bias"} and _norm_vectors(list(shapes.values())),
+        probe_shape=lambda c: (3, 3, c.keras_side.tensors[0].shape[0]),
+        torch_op=lambda F, t, x, p: F.layer_norm(x.permute(0, 2, 3, 1), t[0].shape, t[0], _bias(t),
+                                                 p.epsilon).permute(0, 3, 1, 2),
+        keras_op=lambda ops, a, x, p: ops.layer_normalization(x, a[0], _bias(a), axis=-1, epsilon=p.epsilon),
+        carries_epsilon=True,
+    ),
+    LayerKind(
+        name="groupnorm",  # Keras GroupNormalization(axis=-1) <-> torch GroupNorm
+        torch_tensors=("weight", "bias"), keras_tensors=("gamma", "beta"),
+        to_keras=_same, to_torch=_same,
+        describe_to_keras="weight,bias -> gamma,beta", describe_to_torch="gamma,beta -> weight,bias",
+        keras_layer=lambda layer, keras: (isinstance(layer, keras.layers.GroupNormalization)
+                                          and layer.axis in (-1, 3)),
+        torch_module=lambda m, torch: isinstance(m, torch.nn.GroupNorm),
+        keras_file=lambda names, shapes: False,  # read as a layernorm; the target decides
+        torch_file=lambda shapes: False,
+        probe_shape=lambda c: (3, 3, c.keras_side.tensors[0].shape[0]),
+        torch_op=lambda F, t, x, p: F.group_norm(x, p.groups, t[0], _bias(t), p.epsilon),
+        keras_op=_keras_group_norm,
+        carries_epsilon=True,
+        keras_groups=lambda layer: int(layer.groups),
+        torch_groups=lambda module: int(module.num_groups),
+    ),
+    LayerKind(
+        name="channel_scale",  # a lone per-channel vector: ConvNeXt's layer scale
+        torch_tensors=("layer_scale",), keras_tensors=("gamma",),
+        to_keras=_to_target_scale, to_torch=_to_target_scale,
+        describe_to_keras="(C,1,1) or (C,) -> (C,)", describe_to_torch="(C,) -> the module's (C,1,1) or (C,)",
+        # a layer of no other kind with one 1-D variable (Keras' ConvNeXt `LayerScale`)
+        keras_layer=lambda layer, keras: len(layer.weights) == 1 and len(layer.weights[0].shape) == 1,
+        # a module of no other kind owning one (C,) or (C,1,1) parameter (torchvision's CNBlock)
+        torch_module=lambda m, torch: _lone_scale({n: tuple(t.shape) for n, t in m.named_parameters(recurse=False)})
+                                      and not list(m.named_buffers(recurse=False)),
+        keras_file=lambda names, shapes: len(shapes) == 1 and len(shapes[0]) == 1,
+        torch_file=_lone_scale,
+        probe_shape=lambda c: (3, 3, c.keras_side.tensors[0].shape[0]),
+        torch_op=lambda F, t, x, p: x * t[0].reshape(1, -1, 1, 1),
+        keras_op=lambda ops, a, x, p: x * a[0],
+    ),
+    LayerKind(
+        name="pointwise",  # a 1x1 conv <-> a dense layer (squeeze-and-excitation, MobileNet heads)
+        torch_tensors=("weight", "bias"), keras_tensors=("kernel", "bias"),
+        to_keras=_pointwise_convert, to_torch=_pointwise_convert, same_framework=_pointwise_convert,
+        describe_to_keras="1x1 conv <-> dense: (O,I[,1,1]) -> (I,O) or (1,1,I,O)",
+        describe_to_torch="1x1 conv <-> dense: (I,O) or (1,1,I,O) -> (O,I[,1,1])",
+        # never recognised on its own: `pair_kind` picks it for a conv2d paired with a dense
+        keras_layer=lambda layer, keras: False, torch_module=lambda m, torch: False,
+        keras_file=lambda names, shapes: False, torch_file=lambda shapes: False,
+        probe_shape=lambda c: (2, 3, _pointwise_in(c.keras_side)),
+        torch_op=_pointwise_torch, keras_op=_pointwise_keras,
     ),
 )
 
@@ -275,7 +439,43 @@ def torch_file_kind(shapes: dict[str, tuple[int, ...]]) -> str:
     return next((k.name for k in KINDS if k.torch_file(shapes)), OTHER)
 
 
+def keras_layer_groups(name: str, layer: Any) -> int | None:
+    return BY_NAME[name].keras_groups(layer) if name in BY_NAME else None
+
+
+def torch_module_groups(name: str, module: Any) -> int | None:
+    return BY_NAME[name].torch_groups(module) if name in BY_NAME else None
+
+
+# kinds a file cannot tell apart: the first is what names and shapes suggest; a target layer of
+# one of the others then decides
+_FILE_LOOKALIKES = {"conv2d": ("conv2d_transpose", "depthwise_conv2d"),
+                    "layernorm": ("groupnorm", "channel_scale")}
+
+
 def guessed_from_file(source_kind: str, target_kind: str) -> bool:
-    """A 4-D weight read from a file looks like a plain conv; a transposed or depthwise conv
-    target then decides the kind."""
-    return source_kind == "conv2d" and target_kind in ("conv2d_transpose", "depthwise_conv2d")
+    """A 4-D weight read from a file looks like a plain conv, gamma and beta (or one vector)
+    like a LayerNorm; a transposed or depthwise conv, a GroupNorm or a channel scale target then
+    decides the kind."""
+    return target_kind in _FILE_LOOKALIKES.get(source_kind, ())
+
+
+def pair_kind(source: LayerSpec, target: LayerSpec) -> str | None:
+    """The kind whose conversion moves `source`'s tensors into `target`, or None.
+
+    Besides equal kinds: a depthwise conv in one framework is a grouped conv2d in the other
+    (Keras' ConvNeXt writes it as `Conv2D(groups=C)`), and a 1x1 conv and a dense layer are the
+    same map (`pointwise`)."""
+    if source.kind == target.kind:
+        return source.kind
+    if {source.kind, target.kind} == {"depthwise_conv2d", "conv2d"}:
+        grouped = source if source.kind == "conv2d" else target
+        # a Keras file names a DepthwiseConv2D's kernel `depthwise_kernel`: its `kernel` is a
+        # Conv2D's, grouped when it meets a depthwise conv (the shapes then have to agree)
+        if (grouped.groups or 0) > 1 or (grouped.kind_from_file and grouped.framework == "keras"):
+            return "conv2d"
+    if source.kind_from_file and guessed_from_file(source.kind, target.kind):
+        return target.kind
+    if {source.kind, target.kind} == {"conv2d", "dense"}:
+        return "pointwise"
+    return None

@@ -35,10 +35,11 @@ class LayerSpec:
     framework: Framework
     kind: Kind
     tensors: tuple[TensorSpec, ...]
-    epsilon: float | None = None  # BatchNorm only
+    epsilon: float | None = None  # normalisations only
     epsilon_origin: str = ""  # where `epsilon` comes from (model, file, or an assumed default)
     flatten: FlattenInfo = "unknown"  # Keras Dense only
     kind_from_file: bool = False  # kind guessed from names and shapes, not from a class
+    groups: int | None = None  # GroupNorm's groups, a (grouped) conv's groups; None: unknown
 
     @property
     def params(self) -> int:

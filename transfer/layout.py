@@ -98,6 +98,35 @@ def _expect_flattened(features: int, flatten: HWC) -> None:
             f"x{flatten[2]} (H x W x C) map has {flatten[0] * flatten[1] * flatten[2]}.")
 
 
+def pointwise_to_dense(weight: np.ndarray, framework: str) -> np.ndarray:
+    """A 1x1 conv kernel -> the same map as a dense kernel of that framework: torch (O, I, 1, 1)
+    -> (O, I); Keras (1, 1, I, O) -> (I, O)."""
+    _expect_ndim(weight, 4, "1x1 conv kernel")
+    spatial = weight.shape[2:] if framework == "torch" else weight.shape[:2]
+    if tuple(spatial) != (1, 1):
+        raise IncompatibleWeightsError(f"only a 1x1 conv exchanges weights with a dense layer; "
+                                       f"received a {spatial[0]}x{spatial[1]} kernel {weight.shape}.")
+    return weight[:, :, 0, 0] if framework == "torch" else weight[0, 0]
+
+
+def dense_to_pointwise(kernel: np.ndarray, framework: str) -> np.ndarray:
+    """A dense kernel -> a 1x1 conv kernel of the same framework: torch (O, I) -> (O, I, 1, 1);
+    Keras (I, O) -> (1, 1, I, O)."""
+    _expect_ndim(kernel, 2, "dense kernel")
+    return kernel[:, :, None, None] if framework == "torch" else kernel[None, None]
+
+
+def channel_scale(vector: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A per-channel scale between its two spellings: (C,) (Keras, channels last) and
+    (C, 1, 1) (torch, broadcast over H and W of an NCHW map). Nothing else is accepted."""
+    channels = vector.size
+    allowed = {(channels,), (channels, 1, 1)}
+    if vector.shape not in allowed or tuple(shape) not in allowed:
+        raise IncompatibleWeightsError(f"a per-channel scale is (C,) or (C, 1, 1); received "
+                                       f"{vector.shape} for a target of shape {tuple(shape)}.")
+    return vector.reshape(shape)
+
+
 def batchnorm_rescale_gamma(gamma: np.ndarray, variance: np.ndarray, source_epsilon: float,
                             target_epsilon: float) -> np.ndarray:
     """gamma' such that gamma' / sqrt(var + eps_target) == gamma / sqrt(var + eps_source):

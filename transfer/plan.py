@@ -101,7 +101,7 @@ def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bo
     plan = Plan(pairs, skipped, untouched, _frozen(mapping, targets))
     unknown_eps = [p.source.name for p in pairs if kinds.carries_epsilon(p.kind) and p.source.epsilon is None]
     if unknown_eps:
-        plan.notes.append(f"BatchNorm epsilon of {len(unknown_eps)} source layer(s) unknown (Keras weight "
+        plan.notes.append(f"normalisation epsilon of {len(unknown_eps)} source layer(s) unknown (Keras weight "
                           "files do not store it): assumed equal to the target's; set "
                           "source.batchnorm_epsilon to have it checked")
     unused = [p for p in mapping.skip if not any(is_declared(s, (p,)) for s in sources)]
@@ -140,15 +140,19 @@ def _frozen(mapping: Mapping, targets: dict[str, LayerSpec]) -> list[str]:
 
 
 def pair_kind(source: LayerSpec, target: LayerSpec, origin: str, rule: Rule) -> Kind:
-    if source.kind == target.kind:
-        return target.kind
-    if source.kind_from_file and kinds.guessed_from_file(source.kind, target.kind):
-        return target.kind
-    if source.framework == target.framework and "other" in (source.kind, target.kind):
-        return target.kind
-    raise IncompatibleWeightsError(
-        f"{origin}: {_rule_where(rule)}: source layer '{source.name}' is a {source.kind} layer "
-        f"and target layer '{target.name}' a {target.kind} layer; they cannot exchange weights.")
+    kind = kinds.pair_kind(source, target)
+    if kind is None and source.framework == target.framework and "other" in (source.kind, target.kind):
+        kind = target.kind
+    if kind is None:
+        raise IncompatibleWeightsError(
+            f"{origin}: {_rule_where(rule)}: source layer '{source.name}' is a {source.kind} layer "
+            f"and target layer '{target.name}' a {target.kind} layer; they cannot exchange weights.")
+    if source.groups is not None and target.groups is not None and source.groups != target.groups:
+        raise IncompatibleWeightsError(
+            f"{origin}: {_rule_where(rule)}: source layer '{source.name}' has {source.groups} "
+            f"group(s) and target layer '{target.name}' {target.groups}; the same tensors would "
+            "compute a different function.")
+    return kind
 
 
 def _check_shapes(pairs: list[Pair], origin: str) -> None:
@@ -243,9 +247,14 @@ def _match_epsilon(pair: Pair, arrays: list[np.ndarray], where: str) -> list[np.
     source_eps, target_eps = pair.source.epsilon, pair.target.epsilon
     if source_eps is None or target_eps is None or np.isclose(source_eps, target_eps, rtol=1e-9, atol=0):
         return arrays
-    if pair.rule.epsilon == "rescale":
-        return [layout.batchnorm_rescale_gamma(arrays[0], arrays[3], source_eps, target_eps)] + arrays[1:]
+    rescale = kinds.kind(pair.kind).rescale_epsilon
+    if pair.rule.epsilon == "rescale" and rescale is not None:
+        return rescale(arrays, source_eps, target_eps)
+    name = {"batchnorm": "BatchNorm", "layernorm": "LayerNorm", "groupnorm": "GroupNorm"}.get(pair.kind, pair.kind)
+    remedy = (f"Build the target with epsilon={source_eps:g}, or add `epsilon: rescale` to the rule "
+              "to rescale gamma exactly." if rescale is not None else
+              f"Build the target with epsilon={source_eps:g} (a {name} normalises by statistics of "
+              "its input, so no change of its tensors can compensate).")
     raise IncompatibleWeightsError(
-        f"{where}: BatchNorm epsilon differs: source {source_eps:g} ({pair.source.epsilon_origin}), "
-        f"target {target_eps:g}. The normalisation would change. Build the target with epsilon="
-        f"{source_eps:g}, or add `epsilon: rescale` to the rule to rescale gamma exactly.")
+        f"{where}: {name} epsilon differs: source {source_eps:g} ({pair.source.epsilon_origin}), "
+        f"target {target_eps:g}. The normalisation would change. {remedy}")

@@ -41,6 +41,7 @@ def layer_specs(module: Any) -> dict[str, LayerSpec]:
                           for n, t in tensors.items()),
             epsilon=float(sub.eps) if kinds.carries_epsilon(kind) else None,
             epsilon_origin="the torch module" if kinds.carries_epsilon(kind) else "",
+            groups=kinds.torch_module_groups(kind, sub),
         )
     return specs
 
@@ -86,7 +87,10 @@ class TorchModuleWeights(Closing):
         for name, arrays in updates.items():
             prefix = "" if name == "(root)" else f"{name}."
             for spec, array in zip(self.layers()[name].tensors, arrays):
-                state[prefix + spec.name] = torch.from_numpy(np.ascontiguousarray(array))
+                contiguous = np.ascontiguousarray(array)
+                # torch refuses to wrap read-only memory (a file-backed or reshaped view): copy it
+                state[prefix + spec.name] = torch.from_numpy(contiguous if contiguous.flags.writeable
+                                                             else contiguous.copy())
         result = self.model.load_state_dict(state, strict=False)
         if result.unexpected_keys:
             raise IncompatibleWeightsError(

@@ -150,34 +150,35 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
     context = kinds.PairContext(source, target, flatten_of(pair) if kinds.reads_flattened(pair.kind) else None,
                                 adapted[1] if adapted else None)
     probe = rng.normal(size=(2, *entry.probe_shape(context))).astype(np.float32)
-    reference = run_layer(entry, source.framework, source_arrays, probe, _epsilon(pair, source))
-    candidate = run_layer(entry, target.framework, target_arrays, probe, _epsilon(pair, target))
+    reference = run_layer(entry, source.framework, source_arrays, probe, _params(pair, source))
+    candidate = run_layer(entry, target.framework, target_arrays, probe, _params(pair, target))
     diff, rel = _rel(reference, candidate)
     return LayerCheck(source.name, target.name, f"{pair.kind} on a probe, {source.framework} vs {target.framework}",
                       diff, rel, tolerance(pair, LAYER_TOLERANCE, 4))
 
 
 def run_layer(entry: kinds.LayerKind, framework: str, arrays: list[np.ndarray], probe: np.ndarray,
-           epsilon: float | None) -> np.ndarray:
+              params: kinds.LayerParams | None = None) -> np.ndarray:
     """Run one layer's op in `framework` on the channels-last probe; return channels-last."""
     arrays = [np.array(a, np.float32) if not a.flags.writeable else np.ascontiguousarray(a, np.float32)
               for a in arrays]  # torch wants writable arrays (file-backed ones are read-only)
     if framework == "keras":
-        return _np(entry.keras_op(_frameworks.keras().ops, arrays, probe, epsilon))
+        return _np(entry.keras_op(_frameworks.keras().ops, arrays, probe, params or kinds.LayerParams()))
     torch = _frameworks.torch()
     tensors = [torch.from_numpy(a) for a in arrays]
     spatial = probe.ndim == 4
     x = torch.from_numpy(np.ascontiguousarray(probe.transpose(0, 3, 1, 2) if spatial else probe))
     with torch.no_grad():
-        y = entry.torch_op(torch.nn.functional, tensors, x, epsilon).numpy()
+        y = entry.torch_op(torch.nn.functional, tensors, x, params or kinds.LayerParams()).numpy()
     return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
 
 
-def _epsilon(pair: Pair, spec: Any) -> float | None:
-    """A side's BatchNorm epsilon; an unknown one (a Keras weights file) is the other side's,
-    which is what the transfer assumed (and reported)."""
+def _params(pair: Pair, spec: Any) -> kinds.LayerParams:
+    """A side's epsilon and groups; an unknown one (a weights file does not store them) is the
+    other side's, which is what the transfer assumed (and reported)."""
     other = pair.target if spec is pair.source else pair.source
-    return spec.epsilon if spec.epsilon is not None else other.epsilon
+    return kinds.LayerParams(epsilon=spec.epsilon if spec.epsilon is not None else other.epsilon,
+                             groups=spec.groups if spec.groups is not None else other.groups)
 
 
 def _np(tensor: Any) -> np.ndarray:

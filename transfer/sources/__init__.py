@@ -144,7 +144,8 @@ def _architecture(spec: ModelSpec) -> Weights:
 
 
 def _keras_application(app: KerasApplication, include_top: bool) -> Any:
-    return getattr(_frameworks.keras().applications, app.builder)(weights=None, include_top=include_top)
+    return getattr(_frameworks.keras().applications, app.builder)(weights=None, include_top=include_top,
+                                                                  **dict(app.builder_kwargs))
 
 
 def _legacy_h5(path: Path, file: Any, app: KerasApplication | None, preprocessing: str | None,
@@ -156,7 +157,7 @@ def _legacy_h5(path: Path, file: Any, app: KerasApplication | None, preprocessin
 
 
 def _restored_application(app: KerasApplication, source: LegacyH5Source) -> Runnable:
-    model = _keras_application(app, include_top="predictions" in source.layers())
+    model = _keras_application(app, include_top=app.top_layer in source.layers())
     try:
         model.load_weights(str(source.path))
     except Exception as exc:  # noqa: BLE001  (a file of another layout: the stack check says so, does not guess)
@@ -169,10 +170,11 @@ def _download_keras(app: Any, include_top: bool) -> Path:
     file = app.top if include_top else app.notop
     try:
         return Path(keras.utils.get_file(file.filename, file.url, cache_subdir="models",
-                                         file_hash=file.md5))
+                                         file_hash=file.file_hash))
     except Exception as exc:  # get_file wraps network failures in a bare Exception
         cache = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
-        raise CheckpointError(f"could not download {file.url} (md5 {file.md5}) into {cache}: "
+        algorithm = "md5" if len(file.file_hash) == 32 else "sha256"
+        raise CheckpointError(f"could not download {file.url} ({algorithm} {file.file_hash}) into {cache}: "
                               f"{first_line(exc)}. {offline_hint(file.filename)}") from exc
 
 
@@ -207,11 +209,29 @@ def _torch_source(spec: ModelSpec) -> Weights:
 
         return OnnxSource(path, preprocessing)  # checked per layer: no runtime is assumed
     tensors = open_state_file(path)
+    if known is not None and known.renamed_keys:
+        tensors = renamed(tensors, known.renamed_keys)
     source = StateDictSource(path, tensors, epsilon, origin, preprocessing)
     source.preprocessing_detail = detail
     if known is not None:
         source.runnable_factory = lambda: _restored_torchvision(known, source)
     return source
+
+
+def renamed(tensors: dict[str, Any], rules: tuple[tuple[str, str], ...]) -> dict[str, Any]:
+    """A state dict with old key names rewritten (torchvision's published DenseNet files say
+    `denselayer1.norm.1.weight` for today's `denselayer1.norm1.weight`). Two keys that end up
+    with one name are an error, not an overwrite."""
+    out: dict[str, Any] = {}
+    for key, value in tensors.items():
+        new = key
+        for pattern, replacement in rules:
+            new = re.sub(pattern, replacement, new)
+        if new in out:
+            raise CheckpointError(f"the keys '{key}' and another both read as '{new}' after "
+                                  "renaming the published file's old names.")
+        out[new] = value
+    return out
 
 
 def _restored_torchvision(known: TorchvisionModel, source: StateDictSource) -> Runnable:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 class KerasWeightsFile:
     filename: str
     url: str
-    md5: str  # keras.utils.get_file verifies this hash, as keras.applications does
+    file_hash: str  # md5 or sha256, as keras.applications gives it; keras.utils.get_file checks it
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,11 @@ class KerasApplication:
     top: KerasWeightsFile
     notop: KerasWeightsFile
     preprocessing: str
-    batchnorm_epsilon: float | None = None  # weight files do not store it; the architecture does
+    # normalisation epsilon (BatchNorm, LayerNorm): weight files do not store it; the architecture does
+    batchnorm_epsilon: float | None = None
+    # keras.applications arguments for the runnable model (ConvNeXt: without its Normalization layer)
+    builder_kwargs: tuple[tuple[str, object], ...] = ()
+    top_layer: str = "predictions"  # the classifier: a file holding it was saved with include_top
 
 
 @dataclass(frozen=True)
@@ -26,7 +30,9 @@ class TorchvisionModel:
     builder: str  # function of torchvision.models
     weights_enum: str  # its weights enum; `.IMAGENET1K_V1.url` names the file and its hash
     preprocessing: str
-    batchnorm_epsilon: float = 1e-5
+    batchnorm_epsilon: float = 1e-5  # normalisation epsilon (LayerNorm for ConvNeXt)
+    # (regex, replacement) for the published file's old key names, as torchvision's loader does
+    renamed_keys: tuple[tuple[str, str], ...] = ()
 
 
 _KERAS_VGG16_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
@@ -57,10 +63,43 @@ KERAS_APPLICATIONS["resnet50"] = KerasApplication(
     batchnorm_epsilon=1.001e-5,
 )
 
+_KERAS_DENSENET_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
+KERAS_APPLICATIONS["densenet121"] = KerasApplication(
+    builder="DenseNet121",
+    top=KerasWeightsFile("densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+                         _KERAS_DENSENET_BASE + "densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+                         "9d60b8095a5708f2dcce2bca79d332c7"),
+    notop=KerasWeightsFile("densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                           _KERAS_DENSENET_BASE + "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                           "30ee3e1110167f948a6b9946edeeb738"),
+    preprocessing="torch",
+    batchnorm_epsilon=1.001e-5,
+)
+
+_KERAS_CONVNEXT_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/convnext/"
+KERAS_APPLICATIONS["convnext_tiny"] = KerasApplication(
+    builder="ConvNeXtTiny",
+    top=KerasWeightsFile("convnext_tiny.h5", _KERAS_CONVNEXT_BASE + "convnext_tiny.h5",
+                         "8ae6e78ce2933352b1ef4008e6dd2f17bc40771563877d156bc6426c7cf503ff"),
+    notop=KerasWeightsFile("convnext_tiny_notop.h5", _KERAS_CONVNEXT_BASE + "convnext_tiny_notop.h5",
+                           "d547c096cabd03329d7be5562c5e14798aa39ed24b474157cef5e85ab9e49ef1"),
+    # the published model normalises inside (raw 0-255 RGB); the model this tool runs is built
+    # without that layer, so it takes what torchvision's takes
+    preprocessing="torch",
+    batchnorm_epsilon=1e-6,
+    builder_kwargs=(("include_preprocessing", False),),
+    top_layer="convnext_tiny_head_dense",
+)
+
 TORCHVISION_MODELS: dict[str, TorchvisionModel] = {
     "vgg16": TorchvisionModel("vgg16", "VGG16_Weights", "torch"),
     "vgg16_bn": TorchvisionModel("vgg16_bn", "VGG16_BN_Weights", "torch"),
     "resnet50": TorchvisionModel("resnet50", "ResNet50_Weights", "torch"),
+    "densenet121": TorchvisionModel(
+        "densenet121", "DenseNet121_Weights", "torch",
+        renamed_keys=((r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var)$",
+                       r"\1\2.\3"),)),
+    "convnext_tiny": TorchvisionModel("convnext_tiny", "ConvNeXt_Tiny_Weights", "torch", batchnorm_epsilon=1e-6),
 }
 
 PREPROCESSING_HELP = {

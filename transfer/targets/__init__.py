@@ -21,8 +21,12 @@ BUILDERS: dict[tuple[str, str], str] = {
     ("keras", "segnet_vgg16"): "transfer.targets.keras_segnet:build_segnet_vgg16",
     ("keras", "vgg16"): "transfer.targets.keras_applications:build_vgg16",
     ("keras", "resnet50"): "transfer.targets.keras_resnet:build_resnet50",
+    ("keras", "densenet121"): "transfer.targets.keras_applications:build_densenet121",
+    ("keras", "convnext_tiny"): "transfer.targets.keras_applications:build_convnext_tiny",
     ("torch", "resnet50"): "transfer.targets.torch_resnet:build_torch_resnet50",
     ("torch", "segnet_vgg16"): "transfer.targets.torch_segnet:SegNetVGG16",
+    ("torch", "densenet121"): "transfer.targets.torch_torchvision:build_torch_densenet121",
+    ("torch", "convnext_tiny"): "transfer.targets.torch_torchvision:build_torch_convnext_tiny",
 }
 
 
