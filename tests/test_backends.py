@@ -1,7 +1,10 @@
-"""Keras targets on Keras' torch backend. There a Keras model is also a `torch.nn.Module`; the
-tool must ask Keras first, and its snapshot must copy (torch variables are updated in place,
-unlike TensorFlow's). SegNet's pooling with argmax must match TensorFlow's there too. One
-fresh interpreter for all of it (a backend is chosen once per process)."""
+"""Every Keras target path on all three Keras 3 backends: TensorFlow, torch and JAX (the README's
+backend matrix). One fresh interpreter per backend runs `tests/backend_cells.py` (a backend
+is chosen once per process). On the torch backend a Keras model is also a `torch.nn.Module`,
+so the tool must ask Keras first, and a snapshot must copy (torch variables change in place).
+
+About 30 s per backend: run apart from the default suite, as CI does: `pytest -m backends`.
+"""
 
 from __future__ import annotations
 
@@ -10,47 +13,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import MAPPINGS
+import numpy as np
+import pytest
 
-CODE = """
-import numpy as np, transfer, keras
-assert keras.backend.backend() == "torch"
-from transfer.targets.keras_pooling import max_pool_with_argmax, max_unpool
-x = np.random.default_rng(0).integers(0, 3, size=(2, 5, 7, 3)).astype("float32")  # ties on purpose
-p, i = max_pool_with_argmax(x)
-u = max_unpool(p, i, (5, 7))
-print("POOL", repr(np.asarray(p.cpu()).tolist()), repr(np.asarray(i.cpu()).tolist()), float(u.sum()))
-from transfer.targets.keras_segnet import build_segnet_vgg16
-target = build_segnet_vgg16((32, 32, 3), classes=3)
-model, report = transfer.transfer_weights({mapping!r}, source_weights={weights!r}, target=target, verify=True)
-assert report.ok and len(report.transferred) == 13 and report.verification[0].stack.rel_diff <= 1e-4
-before = [np.array(w.numpy()) for w in target.weights]
-import yaml
-spec = yaml.safe_load(open({mapping!r}))
-spec["layers"] = {{f"block{{b}}_conv{{c}}": f"block{{b}}_conv{{c}}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
-                   for c in range(1, n + 1)}}
-spec["layers"]["block3_conv2"], spec["layers"]["block3_conv3"] = "block3_conv3", "block3_conv2"
-try:
-    transfer.transfer_weights(spec, source_weights={weights!r}, target=target, verify=True)
-except transfer.VerificationError as exc:
-    assert "first diverging layer 'block3_conv3'" in str(exc), exc
-else:
-    raise SystemExit("the swapped mapping passed")
-assert all(np.array_equal(a, np.array(w.numpy())) for a, w in zip(before, target.weights)), "not restored"
-print("ok")
-"""
+HERE = Path(__file__).resolve().parent
+CELLS = ["segnet_pooling_and_gradients", "segnet_transfer_verify", "failed_verify_restores_target",
+         "segnet_trains", "unet_written_and_reloaded", "convnext_kinds"]
 
 
-def test_keras_target_on_the_torch_backend_transfers_verifies_and_restores(notop_h5: Path) -> None:
-    code = CODE.format(mapping=str(MAPPINGS / "segnet_vgg16.yaml"), weights=str(notop_h5))
-    env = {**os.environ, "KERAS_BACKEND": "torch"}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
-    import numpy as np
-    import tensorflow as tf
+@pytest.mark.backends
+@pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax"])
+def test_keras_target_paths_on_every_backend(backend: str, notop_h5: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(HERE)}
+    result = subprocess.run([sys.executable, str(HERE / "backend_cells.py"), str(notop_h5), str(tmp_path)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert f"BACKEND {backend}" in lines
+    assert [line.split()[1] for line in lines if line.startswith("CELL ")] == CELLS
+    import tensorflow as tf  # the reference for SegNet's pooling: TensorFlow's own op
 
     x = np.random.default_rng(0).integers(0, 3, size=(2, 5, 7, 3)).astype("float32")
     ref_p, ref_i = tf.nn.max_pool_with_argmax(x, 2, 2, "VALID")
-    pool = next(line for line in result.stdout.splitlines() if line.startswith("POOL "))
+    pool = next(line for line in lines if line.startswith("POOL "))
     assert repr(ref_p.numpy().tolist()) in pool and repr(ref_i.numpy().tolist()) in pool
     assert float(pool.rsplit(" ", 1)[1]) == float(ref_p.numpy().sum())

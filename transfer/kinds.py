@@ -92,6 +92,9 @@ class LayerKind:
     torch_groups: Callable[[Any], int | None] = lambda module: None
     rescale_epsilon: Callable[[Arrays, float, float], Arrays] | None = None
     same_framework: Callable[[Arrays, PairContext], Arrays] | None = None
+    # the layer's output is the same point of the network in both frameworks (false for a loose
+    # variable: its torch "layer" is the whole module that owns it)
+    output_comparable: bool = True
     reads_flattened: bool = False  # may read a flattened feature map (the CHW vs HWC row order)
     input_channel_axis: dict[str, int] | None = None  # kernel axis of input channels, for `adapt`
 
@@ -384,6 +387,7 @@ KINDS: tuple[LayerKind, ...] = (
         probe_shape=lambda c: (3, 3, c.keras_side.tensors[0].shape[0]),
         torch_op=lambda F, t, x, p: x * t[0].reshape(1, -1, 1, 1),
         keras_op=lambda ops, a, x, p: x * a[0],
+        output_comparable=False,
     ),
     LayerKind(
         name="pointwise",  # a 1x1 conv <-> a dense layer (squeeze-and-excitation, MobileNet heads)
@@ -415,6 +419,10 @@ def kind(name: str) -> LayerKind:
 
 def carries_epsilon(name: str) -> bool:
     return name in BY_NAME and BY_NAME[name].carries_epsilon
+
+
+def output_comparable(name: str) -> bool:
+    return name not in BY_NAME or BY_NAME[name].output_comparable
 
 
 def reads_flattened(name: str) -> bool:

@@ -109,10 +109,11 @@ def _stack(result: Verification, pairs: list[Pair], source_model: Any, target: W
             return
         result.stack_note = note
         probe = _stack_probe(source_model, target.model)
-        result.stack = _compare_outputs(stack[-1:], source_model, target.model, probe,
+        comparable = [p for p in stack if _output_reachable(p, source_model, target.model)]
+        result.stack = _compare_outputs(comparable[-1:], source_model, target.model, probe,
                                         "model outputs at the last mapped layer")[0]
         if not result.stack.ok:
-            result.localized = _first_divergence(stack, source_model, target.model, probe)
+            result.localized = _first_divergence(comparable, source_model, target.model, probe)
     except (TransferWeightsError, ValueError, TypeError, RuntimeError, KeyError, AttributeError) as exc:
         # the models could not be run side by side: say so; the layer checks stand
         result.stack = None
@@ -202,6 +203,15 @@ def _is_onnx(model: Any) -> bool:
     from transfer.sources.onnx_files import OnnxGraph
 
     return isinstance(model, OnnxGraph)
+
+
+def _output_reachable(pair: Pair, source_model: Any, target_model: Any) -> bool:
+    """Whether both layers' outputs are the same point of the two networks and can be read:
+    not a loose variable (its torch "layer" is the module owning it), and not a layer inside a
+    Keras model nested as a layer (`stem/conv`: its output lives in the inner model's graph)."""
+    nested = [name for name, model in ((pair.source.name, source_model), (pair.target.name, target_model))
+              if _is_keras(model) and "/" in name]
+    return kinds.output_comparable(pair.kind) and not nested
 
 
 def _stack_pairs(pairs: list[Pair], source_order: list[str], target: Weights) -> list[Pair] | str:
@@ -318,8 +328,17 @@ def _layer_outputs(model: Any, names: list[str], probe: np.ndarray) -> list[np.n
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return [captured[n].numpy().transpose(0, 2, 3, 1) if captured[n].ndim == 4 else captured[n].numpy()
-            for n in names]
+    return [captured[n].numpy().transpose(0, 2, 3, 1)
+            if captured[n].ndim == 4 and not _channels_last_output(model.get_submodule(n), torch)
+            else captured[n].numpy() for n in names]
+
+
+def _channels_last_output(module: Any, torch: Any) -> bool:
+    """A Linear, or a plain LayerNorm, acts on the last axis: on a 4-D map (ConvNeXt permutes to
+    NHWC around them) its output is already channels last. LayerNorm2d overrides `forward`."""
+    nn = torch.nn
+    return isinstance(module, nn.Linear) or (isinstance(module, nn.LayerNorm)
+                                            and type(module).forward is nn.LayerNorm.forward)
 
 
 def _same_activation(pair: Pair, source_model: Any, target_model: Any, reference: np.ndarray,

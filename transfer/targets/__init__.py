@@ -21,6 +21,7 @@ BUILDERS: dict[tuple[str, str], str] = {
     ("keras", "segnet_vgg16"): "transfer.targets.keras_segnet:build_segnet_vgg16",
     ("keras", "vgg16"): "transfer.targets.keras_applications:build_vgg16",
     ("keras", "resnet50"): "transfer.targets.keras_resnet:build_resnet50",
+    ("keras", "unet_convnext_tiny"): "transfer.targets.keras_unet_convnext:build_unet_convnext_tiny",
     ("keras", "densenet121"): "transfer.targets.keras_applications:build_densenet121",
     ("keras", "convnext_tiny"): "transfer.targets.keras_applications:build_convnext_tiny",
     ("torch", "resnet50"): "transfer.targets.torch_resnet:build_torch_resnet50",

@@ -18,6 +18,16 @@ ops = keras.ops
 Layer: Any = keras.layers.Layer  # a runtime class: the type checker sees Any
 
 
+def _index_dtype() -> str:
+    """int64, as TensorFlow's; JAX without x64 mode has no int64 (it would truncate, with a
+    warning on every call): int32 there, enough below 2**31 elements per image."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return "int64" if jax.config.jax_enable_x64 else "int32"
+    return "int64"
+
+
 def _pair(value: Any, name: str) -> tuple[int, int]:
     pair = (value, value) if isinstance(value, int) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
@@ -37,11 +47,12 @@ def max_pool_with_argmax(inputs: Any, pool_size: tuple[int, int] = (2, 2)) -> tu
     position = ops.argmax(windows, axis=-1)  # first maximum on ties
     # take_along_axis, not max: the gradient of max is split between tied values.
     pooled = ops.squeeze(ops.take_along_axis(windows, ops.expand_dims(position, -1), axis=-1), -1)
-    position = ops.cast(position, "int64")
-    rows = ops.reshape(ops.arange(out_h, dtype="int64") * ph, (1, -1, 1, 1)) + position // pw
-    cols = ops.reshape(ops.arange(out_w, dtype="int64") * pw, (1, 1, -1, 1)) + position % pw
-    chans = ops.reshape(ops.arange(channels, dtype="int64"), (1, 1, 1, -1))
-    indices = (rows * ops.cast(width, "int64") + cols) * ops.cast(channels, "int64") + chans
+    index = _index_dtype()
+    position = ops.cast(position, index)
+    rows = ops.reshape(ops.arange(out_h, dtype=index) * ph, (1, -1, 1, 1)) + position // pw
+    cols = ops.reshape(ops.arange(out_w, dtype=index) * pw, (1, 1, -1, 1)) + position % pw
+    chans = ops.reshape(ops.arange(channels, dtype=index), (1, 1, 1, -1))
+    indices = (rows * ops.cast(width, index) + cols) * ops.cast(channels, index) + chans
     return pooled, indices
 
 
@@ -52,8 +63,9 @@ def max_unpool(values: Any, indices: Any, output_hw: tuple[Any, Any],
     shape = ops.shape(values)
     out_h, out_w, channels = shape[1], shape[2], shape[3]
     height, width = output_hw
-    flat = ops.cast(indices, "int64") // ops.cast(channels, "int64")
-    rows, cols = flat // ops.cast(width, "int64"), flat % ops.cast(width, "int64")
+    index = _index_dtype()
+    flat = ops.cast(indices, index) // ops.cast(channels, index)
+    rows, cols = flat // ops.cast(width, index), flat % ops.cast(width, index)
     position = (rows % ph) * pw + cols % pw
     onehot = ops.one_hot(position, ph * pw, dtype=values.dtype) * ops.expand_dims(values, -1)
     windows = ops.reshape(onehot, (-1, out_h, out_w, channels, ph, pw))
@@ -63,7 +75,8 @@ def max_unpool(values: Any, indices: Any, output_hw: tuple[Any, Any],
 
 @keras.saving.register_keras_serializable(package="transfer_weights")
 class MaxPoolingWithArgmax2D(Layer):
-    """Max pooling returning `[pooled, indices]` (int64, TensorFlow's flat index convention)."""
+    """Max pooling returning `[pooled, indices]` (int64, TensorFlow's flat index convention;
+    int32 on JAX unless its x64 mode is on)."""
 
     def __init__(self, pool_size: int | tuple[int, int] = 2, **kwargs: Any):
         super().__init__(**kwargs)
@@ -82,7 +95,7 @@ class MaxPoolingWithArgmax2D(Layer):
 
     def compute_output_spec(self, inputs: Any) -> list[Any]:
         shape = self.compute_output_shape(inputs.shape)
-        return [keras.KerasTensor(shape[0], dtype=inputs.dtype), keras.KerasTensor(shape[1], dtype="int64")]
+        return [keras.KerasTensor(shape[0], dtype=inputs.dtype), keras.KerasTensor(shape[1], dtype=_index_dtype())]
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "pool_size": self.pool_size}
