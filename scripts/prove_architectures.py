@@ -45,10 +45,11 @@ ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "densenet121": ("densenet121", "DenseNet121", {}),
     "convnext_tiny": ("convnext_tiny", "ConvNeXtTiny", {"include_preprocessing": False}),
     "efficientnet_b0": ("efficientnet_b0", "EfficientNetB0", {}),
+    "mobilenet_v3_large": ("mobilenet_v3_large", "MobileNetV3Large", {}),
 }
 # Keras models that scale raw RGB inside: compared after that scaling, i.e. with those layers
 # made identities (the torch model takes torch-normalised input)
-INPUT_SCALING = {"efficientnet_b0"}
+INPUT_SCALING = {"efficientnet_b0", "mobilenet_v3_large"}
 
 
 def keras_logits(model: Any, x: np.ndarray) -> np.ndarray:

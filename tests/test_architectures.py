@@ -184,3 +184,26 @@ def test_the_keras_variant_of_efficientnet_would_not_match(tmp_path: Path) -> No
     with torch.no_grad():
         expected = source(nchw(x)).numpy()
     assert max_rel_diff(np.asarray(target(x)), expected) > 1e-2
+
+
+def test_mobilenet_v3_large_torchvision_into_its_keras_variant(tmp_path: Path) -> None:
+    """Hard-swish blocks with squeeze-and-excitation, symmetric stride-2 padding in the Keras
+    target (the stem padded by `stem_pad`), and the classifier's Linear layers into Keras' 1x1
+    convs (`pointwise`), compared on the pooled 1x1 map by the stack check."""
+    from transfer.targets.keras_applications import build_mobilenet_v3_large
+
+    torch.manual_seed(0)
+    source = randomize_torch(torchvision.models.mobilenet_v3_large(weights=None), seed=11)
+    torch.save(source.state_dict(), tmp_path / "mobilenet_v3_large.pth")
+    target = build_mobilenet_v3_large(input_shape=(64, 64, 3), variant="torchvision")
+    result = transfer.transfer_weights(str(MAPPINGS / "mobilenet_v3_large_torchvision_to_keras.yaml"),
+                                       source_weights=tmp_path / "mobilenet_v3_large.pth", target=target,
+                                       strict=True, verify=True)
+    rows = {row.target: row for row in result.report.transferred}
+    assert rows["logits"].kind == rows["conv_2"].kind == "pointwise"
+    assert result.report.verification[0].stack.target == "logits"
+    x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
+    target.get_layer("predictions").activation = keras.activations.linear
+    with torch.no_grad():
+        expected = source(nchw(x)).numpy()
+    assert max_rel_diff(np.asarray(target(x)), expected) <= 1e-4

@@ -65,7 +65,8 @@ def test_a_mapping_shows_its_plan_without_downloading(monkeypatch, capsys) -> No
 
 def test_an_unknown_name_gets_a_did_you_mean(capsys) -> None:
     assert main(["inspect", "keras:unet"]) == 3
-    assert "Did you mean 'unet_vgg16'?" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Did you mean" in err and "'unet_vgg16'" in err
 
 
 def test_inspect_reads_every_source_kind(tmp_path: Path, keras_vgg: Any, capsys) -> None:

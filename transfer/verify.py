@@ -239,11 +239,22 @@ def _compare_outputs(pairs: list[Pair], source_model: Any, target_model: Any, pr
     checks = []
     for pair, reference, candidate in zip(pairs, references, candidates):
         reference, candidate = _same_activation(pair, source_model, target_model, reference, candidate)
-        diff, rel = _rel(reference, candidate)
+        diff, rel = _rel(*_squeezed_pixel(reference, candidate))
         limit = max([tolerance(p, STACK_TOLERANCE, 16) for p in pairs]
                     + [16 * _compute_epsilon(m) for m in (source_model, target_model)])
         checks.append(LayerCheck(pair.source.name, pair.target.name, method, diff, rel, limit))
     return checks
+
+
+def _squeezed_pixel(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 1x1 conv on a pooled 1x1 map and a dense layer on the pooled vector are one map
+    (`pointwise`): compare (N, 1, 1, C) with (N, C). Any other shape difference stays."""
+    if a.shape != b.shape and a.ndim + b.ndim == 6 and a.size == b.size:
+        four, two = (a, b) if a.ndim == 4 else (b, a)
+        if four.shape[1:3] == (1, 1) and two.ndim == 2:
+            squeezed = four.reshape(two.shape)
+            return (squeezed, two) if a.ndim == 4 else (two, squeezed)
+    return a, b
 
 
 def _compute_epsilon(model: Any) -> float:

@@ -109,6 +109,21 @@ KERAS_APPLICATIONS["efficientnet_b0"] = KerasApplication(
     input_scaling=True,
 )
 
+_KERAS_MOBILENET_V3_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v3/"
+KERAS_APPLICATIONS["mobilenet_v3_large"] = KerasApplication(
+    builder="MobileNetV3Large",
+    top=KerasWeightsFile("weights_mobilenet_v3_large_224_1.0_float.h5",
+                         _KERAS_MOBILENET_V3_BASE + "weights_mobilenet_v3_large_224_1.0_float.h5",
+                         "59e551e166be033d707958cf9e29a6a7"),
+    notop=KerasWeightsFile("weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+                           _KERAS_MOBILENET_V3_BASE + "weights_mobilenet_v3_large_224_1.0_float_no_top_v2.h5",
+                           "07fb09a5933dd0c8eaafa16978110389"),
+    preprocessing="tf",  # after its own `rescaling` (made an identity for the stack check): [-1, 1]
+    batchnorm_epsilon=1e-3,
+    input_scaling=True,
+    top_layer="logits",
+)
+
 TORCHVISION_MODELS: dict[str, TorchvisionModel] = {
     "vgg16": TorchvisionModel("vgg16", "VGG16_Weights", "torch"),
     "vgg16_bn": TorchvisionModel("vgg16_bn", "VGG16_BN_Weights", "torch"),
@@ -119,6 +134,8 @@ TORCHVISION_MODELS: dict[str, TorchvisionModel] = {
                        r"\1\2.\3"),)),
     "convnext_tiny": TorchvisionModel("convnext_tiny", "ConvNeXt_Tiny_Weights", "torch", batchnorm_epsilon=1e-6),
     "efficientnet_b0": TorchvisionModel("efficientnet_b0", "EfficientNet_B0_Weights", "torch"),
+    "mobilenet_v3_large": TorchvisionModel("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "torch",
+                                           batchnorm_epsilon=1e-3),
 }
 
 PREPROCESSING_HELP = {

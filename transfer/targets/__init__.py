@@ -24,11 +24,13 @@ BUILDERS: dict[tuple[str, str], str] = {
     ("keras", "unet_convnext_tiny"): "transfer.targets.keras_unet_convnext:build_unet_convnext_tiny",
     ("keras", "efficientnet_lite0"): "transfer.targets.keras_efficientnet_lite:build_efficientnet_lite0",
     ("keras", "efficientnet_b0"): "transfer.targets.keras_applications:build_efficientnet_b0",
+    ("keras", "mobilenet_v3_large"): "transfer.targets.keras_applications:build_mobilenet_v3_large",
     ("keras", "densenet121"): "transfer.targets.keras_applications:build_densenet121",
     ("keras", "convnext_tiny"): "transfer.targets.keras_applications:build_convnext_tiny",
     ("torch", "resnet50"): "transfer.targets.torch_resnet:build_torch_resnet50",
     ("torch", "segnet_vgg16"): "transfer.targets.torch_segnet:SegNetVGG16",
     ("torch", "efficientnet_b0"): "transfer.targets.torch_torchvision:build_torch_efficientnet_b0",
+    ("torch", "mobilenet_v3_large"): "transfer.targets.torch_torchvision:build_torch_mobilenet_v3_large",
     ("torch", "densenet121"): "transfer.targets.torch_torchvision:build_torch_densenet121",
     ("torch", "convnext_tiny"): "transfer.targets.torch_torchvision:build_torch_convnext_tiny",
 }

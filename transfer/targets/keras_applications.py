@@ -92,3 +92,49 @@ def build_efficientnet_b0(include_top: bool = True, classes: int = 1000,
         return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=torchvision_variant)
+
+
+def build_mobilenet_v3_large(include_top: bool = True, classes: int = 1000,
+                             input_shape: Sequence[int] | None = None, variant: str = "keras") -> Any:
+    """`keras.applications.MobileNetV3Large(weights=None, ...)`, or with `variant="torchvision"`
+    the same layers computing what torchvision's mobilenet_v3_large computes. They differ in:
+
+    - stride-2 convs: Keras pads TensorFlow-style (the stem conv is `padding="same"`, the
+      depthwise convs have a `_pad` ZeroPadding2D: (0, 1) for 3x3 on an even size), torch
+      symmetrically; the torchvision variant pads the stem by a ZeroPadding2D `stem_pad` in
+      place of the `rescaling` layer (then a valid conv), the depthwise convs symmetrically;
+    - input scaling: Keras' model maps raw 0-255 RGB to [-1, 1] itself (`rescaling`), torch's
+      takes torch-normalised input (the torchvision variant has no scaling).
+
+    BatchNorm epsilon (1e-3), hard-swish and hard-sigmoid are the same on both sides; the
+    classifier is two 1x1 convs in Keras and two Linear layers in torch.
+    """
+    builder = "build_mobilenet_v3_large"
+    _check_top(include_top, classes, builder)
+    if variant not in ("keras", "torchvision"):
+        raise ValueError(f"{builder}: variant must be 'keras' or 'torchvision'; received {variant!r}.")
+    keras = _frameworks.keras()
+    model = keras.applications.MobileNetV3Large(weights=None, include_top=include_top, classes=classes,
+                                                input_shape=tuple(input_shape) if input_shape else None)
+    if variant == "keras":
+        return model
+    layers = keras.layers
+    scaling = [layer for layer in model.layers if isinstance(layer, layers.Rescaling)]
+    stem = model.get_layer("conv")
+    if len(scaling) != 1 or stem.input is not scaling[0].output or stem.strides != (2, 2):
+        raise RuntimeError(f"{builder}: expected keras.applications' MobileNetV3Large to start with "
+                           "rescaling -> conv (stride 2) (a Keras change?).")
+
+    def torchvision_variant(layer: Any) -> Any:
+        config = layer.get_config()
+        if layer is scaling[0]:
+            pad = tuple((k // 2, k // 2) for k in stem.kernel_size)
+            return layers.ZeroPadding2D(pad, name="stem_pad")
+        if layer is stem:
+            config["padding"] = "valid"
+        elif isinstance(layer, layers.ZeroPadding2D):  # `<conv>_pad` in front of a stride-2 conv
+            kernel = model.get_layer(layer.name.removesuffix("_pad")).kernel_size
+            return layers.ZeroPadding2D(((kernel[0] // 2,) * 2, (kernel[1] // 2,) * 2), name=layer.name)
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=torchvision_variant)

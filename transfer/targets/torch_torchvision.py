@@ -52,6 +52,24 @@ def build_torch_efficientnet_b0(classes: int = 1000, variant: str = "torchvision
     return model.eval()
 
 
+def build_torch_mobilenet_v3_large(classes: int = 1000, variant: str = "torchvision") -> Any:
+    """torchvision's mobilenet_v3_large, or with `variant="keras"` the same modules computing what
+    keras.applications' MobileNetV3Large computes after its input scaling: stride-2 convs pad
+    TensorFlow-style (`tf_same_padding`). Epsilon (1e-3) and activations already agree."""
+    builder = "build_torch_mobilenet_v3_large"
+    check_positive_int(classes, "classes", builder)
+    if variant not in ("torchvision", "keras"):
+        raise ValueError(f"{builder}: variant must be 'torchvision' or 'keras'; received {variant!r}.")
+    torch = _frameworks.torch()
+    model = _frameworks.torchvision().models.mobilenet_v3_large(weights=None, num_classes=classes)
+    if variant == "keras":
+        for module in model.modules():
+            if isinstance(module, torch.nn.Conv2d) and module.stride != (1, 1):
+                module.padding = (0, 0)
+                module.register_forward_pre_hook(tf_same_padding)
+    return model.eval()
+
+
 def tf_same_padding(module: Any, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
     """Forward pre-hook: pad the input as TensorFlow's 'SAME' does (output ceil(n / stride), the
     odd pixel after), for a conv built with padding 0."""
