@@ -112,7 +112,7 @@ def _align(sources: list[LayerSpec], targets: list[LayerSpec], fits: dict) -> li
 
 def suggest(source: Weights, target: Weights, source_spec: ModelSpec, target_spec: ModelSpec) -> Draft:
     """Align the weighted layers of a source and a target (both opened) into a draft."""
-    sources, targets = list(source.layers().values()), list(target.layers().values())
+    sources, targets = _use_order(list(source.layers().values())), _use_order(list(target.layers().values()))
     fits = {(i, j): options for i, s in enumerate(sources) for j, t in enumerate(targets)
             if (options := _fits(s, t)) is not None}
     early = _align(sources, targets, fits)
@@ -135,6 +135,19 @@ def suggest(source: Weights, target: Weights, source_spec: ModelSpec, target_spe
     draft.skip = [s.name for i, s in enumerate(sources) if i not in matched_sources]
     draft.untouched = [t.name for j, t in enumerate(targets) if j not in matched_targets]
     return draft
+
+
+def _use_order(layers: list[LayerSpec]) -> list[LayerSpec]:
+    """Layers in the order the network uses them. A torch module's loose variable (ConvNeXt's
+    layer scale, owned by the block) is listed before the block's children, but used after
+    them, where Keras has its LayerScale layer: move it behind its last descendant."""
+    ordered = list(layers)
+    for spec in [s for s in layers if s.framework == "torch" and s.kind == "channel_scale"]:
+        descendants = [i for i, other in enumerate(ordered) if other.name.startswith(spec.name + ".")]
+        if descendants:
+            ordered.remove(spec)
+            ordered.insert(descendants[-1], spec)  # the removal shifted the last descendant by one
+    return ordered
 
 
 def _doubt(sources: list[LayerSpec], targets: list[LayerSpec], i: int, j: int, fits: dict,
