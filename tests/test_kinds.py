@@ -25,6 +25,7 @@ EXAMPLES = {
     "groupnorm": ([(6,)] * 2, [(6,)] * 2, None),
     "channel_scale": ([(4, 1, 1)], [(4,)], None),
     "pointwise": ([(5, 4, 1, 1), (5,)], [(4, 5), (5,)], None),
+    "separable_conv2d": ([(8, 1, 3, 3), (5, 8, 1, 1), (5,)], [(3, 3, 4, 2), (1, 1, 8, 5), (5,)], None),
 }
 GROUPS = {"groupnorm": 3}
 
@@ -144,7 +145,7 @@ def test_file_tensors_are_recognised() -> None:
 def test_an_unknown_kind_names_the_known_ones() -> None:
     from transfer.errors import IncompatibleWeightsError
 
-    with pytest.raises(IncompatibleWeightsError, match="known kinds: conv2d_transpose, depthwise_conv2d, conv2d"):
+    with pytest.raises(IncompatibleWeightsError, match="known kinds: conv2d_transpose, separable_conv2d, depthwise_conv2d, conv2d, dense"):
         kinds.kind("lstm")
 
 
@@ -222,3 +223,40 @@ def test_a_layernorm_epsilon_change_is_refused_not_rescaled() -> None:
     rule = Rule("ln", "ln", False, epsilon="rescale")
     with pytest.raises(IncompatibleWeightsError, match="LayerNorm epsilon differs: source 1e-06.*target 0.001.*no change"):
         convert_pair(Pair(source, target, rule, "layernorm"), [np.ones(4, "float32")] * 2, "m.yaml")
+
+
+def test_a_separable_pair_is_one_layer_with_both_childrens_tensors() -> None:
+    """timm's SeparableConv2d (conv_dw, conv_pw) and nn.Sequential(dw, pw) are one
+    separable_conv2d layer; a pair with something between is not; a depthwise bias folds
+    exactly into the Keras bias."""
+    import torch
+    from torch import nn
+
+    from transfer.torch_models import TorchModuleWeights
+    from transfer.verify import run_layer
+
+    class SeparableConv2d(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv_dw = nn.Conv2d(4, 8, 3, groups=4, bias=True)
+            self.conv_pw = nn.Conv2d(8, 5, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv_pw(self.conv_dw(x))
+
+    model = nn.Sequential(SeparableConv2d(), nn.ReLU(), nn.Sequential(nn.Conv2d(5, 5, 3, groups=5), nn.Conv2d(5, 2, 1)),
+                          nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.BatchNorm2d(2)))
+    layers = TorchModuleWeights(model).layers()
+    assert {n: s.kind for n, s in layers.items()} == {"0": "separable_conv2d", "2": "separable_conv2d",
+                                                      "3.0": "depthwise_conv2d", "3.1": "batchnorm"}
+    assert [t.name for t in layers["0"].tensors] == ["conv_dw.weight", "conv_dw.bias", "conv_pw.weight", "conv_pw.bias"]
+    keras_side = LayerSpec("sep", "keras", "separable_conv2d",
+                           tuple(TensorSpec(n, s, "float32") for n, s in
+                                 zip(("depthwise_kernel", "pointwise_kernel", "bias"), [(3, 3, 4, 2), (1, 1, 8, 5), (5,)])))
+    entry = kinds.BY_NAME["separable_conv2d"]
+    weights = TorchModuleWeights(model).read("0")
+    context = kinds.PairContext(layers["0"], keras_side)
+    converted = entry.convert(weights, context)
+    probe = RNG.normal(size=(2, *entry.probe_shape(context))).astype("float32")
+    reference = run_layer(entry, "torch", weights, probe)
+    assert np.max(np.abs(reference - run_layer(entry, "keras", converted, probe))) <= 1e-5 * np.max(np.abs(reference))

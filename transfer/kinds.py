@@ -95,6 +95,8 @@ class LayerKind:
     # the layer's output is the same point of the network in both frameworks (false for a loose
     # variable: its torch "layer" is the whole module that owns it)
     output_comparable: bool = True
+    # the two sides hold the same number of tensors (a separable pair may fold a bias: no)
+    same_tensor_count: bool = True
     reads_flattened: bool = False  # may read a flattened feature map (the CHW vs HWC row order)
     input_channel_axis: dict[str, int] | None = None  # kernel axis of input channels, for `adapt`
 
@@ -260,6 +262,81 @@ def _pointwise_keras(ops: Any, a: Arrays, x: Any, p: LayerParams) -> Any:
     return _with_bias(ops.matmul(x, kernel), a)
 
 
+def torch_separable_children(module: Any, torch: Any) -> tuple[str, str] | None:
+    """(depthwise, pointwise) child names when `module` is a separable conv written as a torch
+    module of exactly two convs, a depthwise one then a 1x1 one on its output (timm's
+    `SeparableConv2d`, or `nn.Sequential(dw, pw)`), with no weights of its own; else None."""
+    children = list(module.named_children())
+    if len(children) != 2 or list(module.parameters(recurse=False)):
+        return None
+    (dw_name, dw), (pw_name, pw) = children
+    conv = torch.nn.Conv2d
+    if not (isinstance(dw, conv) and isinstance(pw, conv)):
+        return None
+    if dw.groups == dw.in_channels > 1 and pw.groups == 1 and pw.kernel_size == (1, 1) \
+            and pw.in_channels == dw.out_channels and pw.stride == (1, 1):
+        return dw_name, pw_name
+    return None
+
+
+def _separable_parts(arrays: Arrays) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """torch order (depthwise weight, [bias], pointwise weight, [bias]) -> the four, None where absent."""
+    weights = [i for i, a in enumerate(arrays) if a.ndim == 4]
+    if len(weights) != 2:
+        raise IncompatibleWeightsError(f"a separable conv pair has two 4-D kernels; received shapes "
+                                       f"{[a.shape for a in arrays]}.")
+    dw_i, pw_i = weights
+    dw_bias = arrays[dw_i + 1] if dw_i + 1 < pw_i else None
+    pw_bias = arrays[pw_i + 1] if pw_i + 1 < len(arrays) else None
+    return arrays[dw_i], dw_bias, arrays[pw_i], pw_bias
+
+
+def _separable_to_keras(arrays: Arrays, context: PairContext) -> Arrays:
+    """Depthwise (C*m,1,kh,kw) -> (kh,kw,C,m), pointwise (O,C*m,1,1) -> (1,1,C*m,O); a depthwise
+    bias b folds exactly into the one Keras bias: W_pw @ b + pointwise bias."""
+    dw, dw_bias, pw, pw_bias = _separable_parts(arrays)
+    channels = context.target.tensors[0].shape[2]
+    out = [layout.depthwise_torch_to_keras(dw, channels), pw.transpose(2, 3, 1, 0)]
+    bias = pw_bias if pw_bias is not None else np.zeros(pw.shape[0], pw.dtype)
+    if dw_bias is not None:
+        bias = bias + pw[:, :, 0, 0] @ dw_bias
+    if len(context.target.tensors) == 3:
+        return [*out, bias.astype(pw.dtype)]
+    if np.any(bias):
+        raise IncompatibleWeightsError("the torch pair has a non-zero bias and the Keras "
+                                       "SeparableConv2D none (use_bias=False).")
+    return out
+
+
+def _separable_to_torch(arrays: Arrays, context: PairContext) -> Arrays:
+    """The inverse; a torch depthwise bias, if the module has one, is zero (Keras has none)."""
+    depthwise, pointwise = arrays[0], arrays[1]
+    bias = arrays[2] if len(arrays) > 2 else np.zeros(pointwise.shape[3], pointwise.dtype)
+    names = [t.name.rsplit(".", 1)[-1] for t in context.target.tensors]
+    dw = layout.depthwise_keras_to_torch(depthwise)
+    pw = np.ascontiguousarray(pointwise.transpose(3, 2, 0, 1))
+    out = [dw]
+    if names[1] == "bias":  # the depthwise conv has a bias
+        out.append(np.zeros(dw.shape[0], dw.dtype))
+    out.append(pw)
+    if names[-1] == "bias" and len(out) < len(names):
+        out.append(bias)
+    elif np.any(bias):
+        raise IncompatibleWeightsError("the Keras SeparableConv2D has a non-zero bias and the torch "
+                                       "pointwise conv none (bias=False).")
+    return out
+
+
+def _separable_torch(F: Any, t: list[Any], x: Any, p: LayerParams) -> Any:
+    dw, dw_bias, pw, pw_bias = _separable_parts(t)
+    return F.conv2d(F.conv2d(x, dw, dw_bias, groups=x.shape[1]), pw, pw_bias)
+
+
+def _separable_keras(ops: Any, a: Arrays, x: Any, p: LayerParams) -> Any:
+    y = ops.separable_conv(x, a[0], a[1], strides=1, padding="valid")
+    return y + a[2] if len(a) > 2 else y
+
+
 KINDS: tuple[LayerKind, ...] = (
     LayerKind(
         name="conv2d_transpose",
@@ -274,6 +351,21 @@ KINDS: tuple[LayerKind, ...] = (
         probe_shape=lambda c: (4, 5, c.keras_side.tensors[0].shape[3]),
         torch_op=lambda F, t, x, p: F.conv_transpose2d(x, t[0], _bias(t)),
         keras_op=lambda ops, a, x, p: _with_bias(ops.conv_transpose(x, a[0], strides=1, padding="valid"), a),
+    ),
+    LayerKind(
+        name="separable_conv2d",  # Keras SeparableConv2D <-> a torch module of a depthwise and a 1x1 conv
+        torch_tensors=("<depthwise>.weight", "<pointwise>.weight", "<pointwise>.bias"),
+        keras_tensors=("depthwise_kernel", "pointwise_kernel", "bias"),
+        to_keras=_separable_to_keras, to_torch=_separable_to_torch,
+        describe_to_keras="depthwise (C*m,1,H,W) -> (H,W,C,m), pointwise (O,C*m,1,1) -> (1,1,C*m,O)",
+        describe_to_torch="depthwise (H,W,C,m) -> (C*m,1,H,W), pointwise (1,1,C*m,O) -> (O,C*m,1,1)",
+        keras_layer=_keras_is("SeparableConv2D"),
+        torch_module=lambda m, torch: torch_separable_children(m, torch) is not None,
+        keras_file=lambda names, shapes: "pointwise_kernel" in names,
+        torch_file=lambda shapes: False,  # a state dict cannot tell a separable pair from two convs
+        probe_shape=lambda c: (c.keras_side.tensors[0].shape[0] + 3, c.keras_side.tensors[0].shape[1] + 4,
+                               c.keras_side.tensors[0].shape[2]),
+        torch_op=_separable_torch, keras_op=_separable_keras, same_tensor_count=False,
     ),
     LayerKind(
         name="depthwise_conv2d",

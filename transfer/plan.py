@@ -179,7 +179,8 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
     """Source tensors of one pair -> the target's layout (same order as the target's)."""
     source, target = pair.source, pair.target
     where = f"{origin}: {_rule_where(pair.rule)}: '{source.name}' -> '{target.name}'"
-    if len(arrays) != len(target.tensors):
+    same_count = pair.kind not in kinds.BY_NAME or kinds.BY_NAME[pair.kind].same_tensor_count
+    if same_count and len(arrays) != len(target.tensors):
         raise IncompatibleWeightsError(
             f"{where}: the source layer has {len(arrays)} tensors "
             f"({', '.join(t.name for t in source.tensors)}) and the target layer "

@@ -26,12 +26,29 @@ def own_tensors(module: Any, counters: bool = False) -> dict[str, Any]:
     return dict(sorted(found.items(), key=lambda item: torch_sort_key(item[0])))
 
 
+def layer_tensors(module: Any, counters: bool = False) -> dict[str, Any]:
+    """A layer's tensors: a module's own, or, for a separable conv written as a module of two
+    convs, both children's (`dw.weight`, `pw.weight`, `pw.bias`), depthwise first."""
+    children = kinds.torch_separable_children(module, _frameworks.torch())
+    if children is None:
+        return own_tensors(module, counters)
+    return {f"{child}.{name}": tensor for child in children
+            for name, tensor in own_tensors(module.get_submodule(child), counters).items()}
+
+
 def layer_specs(module: Any) -> dict[str, LayerSpec]:
-    """Every module that owns weights, by module path, in registration order."""
+    """Every module that owns weights, by module path, in registration order; a separable conv
+    pair is one layer (its module), not two."""
     torch = _frameworks.torch()
     specs: dict[str, LayerSpec] = {}
+    inside_pair: set[str] = set()
     for name, sub in module.named_modules():
-        tensors = own_tensors(sub)
+        if name in inside_pair:
+            continue
+        children = kinds.torch_separable_children(sub, torch)
+        if children is not None:
+            inside_pair.update(f"{name}.{child}" if name else child for child in children)
+        tensors = layer_tensors(sub)
         if not tensors:
             continue
         kind = kinds.torch_module_kind(sub, torch)
@@ -77,7 +94,7 @@ class TorchModuleWeights(Closing):
 
     def read(self, name: str) -> list[np.ndarray]:
         """Copies: a caller may hold them while the module changes."""
-        return [t.detach().cpu().numpy().copy() for t in own_tensors(self._module(name)).values()]
+        return [t.detach().cpu().numpy().copy() for t in layer_tensors(self._module(name)).values()]
 
     def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
         """Load the updates through `load_state_dict(strict=False)`, and check that every key
@@ -101,7 +118,7 @@ class TorchModuleWeights(Closing):
         included), and every parameter's `requires_grad`."""
         snapshot = Snapshot([(p, bool(p.requires_grad)) for p in self.model.parameters()], spill_above)
         for name in names:
-            copies = [t.detach().clone() for t in own_tensors(self._module(name), True).values()]
+            copies = [t.detach().clone() for t in layer_tensors(self._module(name), True).values()]
             snapshot.put(name, copies, sum(t.nbytes for t in copies))
         return snapshot
 
@@ -109,15 +126,16 @@ class TorchModuleWeights(Closing):
         torch = _frameworks.torch()
         with torch.no_grad():
             for name in snapshot.names():
-                for live, saved in zip(own_tensors(self._module(name), True).values(), snapshot.get(name)):
+                for live, saved in zip(layer_tensors(self._module(name), True).values(), snapshot.get(name)):
                     live.copy_(saved)
         for parameter, requires_grad in snapshot.flags:
             parameter.requires_grad_(requires_grad)
 
     def freeze(self, names: list[str]) -> None:
         for name in names:
-            for parameter in self._module(name).parameters(recurse=False):
-                parameter.requires_grad_(False)
+            for tensor in layer_tensors(self._module(name)).values():
+                if isinstance(tensor, _frameworks.torch().nn.Parameter):  # buffers never train
+                    tensor.requires_grad_(False)
 
     def save(self, path: Path, check: Callable[[Path], None] | None = None) -> None:
         """`.safetensors` or `.pth`/`.pt` (a state dict), written atomically."""
