@@ -128,12 +128,12 @@ def test_a_written_segnet_loads_in_a_fresh_process(notop_h5: Path, tmp_path: Pat
     """A SegNet .keras opens with plain `keras.saving.load_model` (safe mode) in a process that
     did only `import transfer, keras` (either order) first; without `import transfer` Keras
     refuses its pooling layers."""
-    from conftest import MAPPINGS
-    from transfer.cli import main
+    import transfer
+    from conftest import mapping_dict
 
     out = tmp_path / "segnet.keras"
-    assert main(["--map", str(MAPPINGS / "segnet_vgg16.yaml"), "--source-weights", str(notop_h5),
-                 "--out", str(out), "--quiet"]) == 0
+    transfer.transfer_weights(mapping_dict("segnet_vgg16.yaml", input_shape=[64, 64, 3]), source_weights=notop_h5,
+                              out=out)
     load = (f"model = keras.saving.load_model({str(out)!r})\n"
             "print(model.get_layer('block1_pool').__class__.__name__, model.output_shape)\n")
     # Keras first: refused without `import transfer`, then opened once it is imported
@@ -144,7 +144,7 @@ def test_a_written_segnet_loads_in_a_fresh_process(notop_h5: Path, tmp_path: Pat
                    "    print('refused:', 'MaxPoolingWithArgmax2D' in str(exc))\n"
                    "import transfer\n" + load)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    opened = "MaxPoolingWithArgmax2D (None, 256, 256, 6)"
+    opened = "MaxPoolingWithArgmax2D (None, 64, 64, 6)"
     for code, stdout in [("import transfer, keras\n" + load, opened), (keras_first, f"refused: True\n{opened}")]:
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 timeout=300, env=env)
