@@ -23,11 +23,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 import transfer  # noqa: E402  (first: loads triton before TensorFlow; see README)
 
 # isort: split
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-
-import keras  # noqa: E402
 from lite0_torch import load_lite0  # noqa: E402
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field")

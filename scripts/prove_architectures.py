@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 import transfer  # noqa: E402  (first: loads triton before TensorFlow; see README)
 
 # isort: split
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
-import keras  # noqa: E402
 from checkpoints import max_rel_diff, randomize_keras, randomize_torch, write_legacy_h5  # noqa: E402
 
 BOUND = 1e-4

@@ -11,7 +11,6 @@ known limit of aligning by order is declared below (with the reason).
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import transfer  # first: see README, "TensorFlow and PyTorch in one process"
 
 # isort: split
+import keras
 import numpy as np
 import torch
 import torchvision
 import yaml
 
-import keras
 from checkpoints import randomize_torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ def segnet(notop: Path, folder: Path) -> None:
     assert result.report.verification[0].stack.rel_diff <= 1e-4
     cell("segnet_transfer_verify")
     before = [np.array(keras.ops.convert_to_numpy(w)) for w in target.weights]
-    spec = yaml.safe_load(open(mapping))
+    spec = yaml.safe_load(Path(mapping).read_text())
     spec["layers"] = {f"block{b}_conv{c}": f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
                       for c in range(1, n + 1)}
     spec["layers"]["block3_conv2"], spec["layers"]["block3_conv3"] = "block3_conv3", "block3_conv2"

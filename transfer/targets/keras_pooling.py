@@ -24,7 +24,7 @@ def _index_dtype() -> str:
     if keras.backend.backend() == "jax":
         import jax
 
-        return "int64" if jax.config.jax_enable_x64 else "int32"
+        return "int64" if jax.config.read("jax_enable_x64") else "int32"
     return "int64"
 
 

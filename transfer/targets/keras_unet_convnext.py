@@ -49,8 +49,8 @@ def build_unet_convnext_tiny(input_shape: Sequence[Any] = (None, None, 3), class
     # stage (torchvision's `features` ends without one): the bottom is the stage's own output
     final_norm = encoder.layers[-1]
     if not isinstance(final_norm, layers.LayerNormalization):
-        raise RuntimeError(f"{builder}: expected keras.applications' ConvNeXt-Tiny to end with a "
-                           f"LayerNormalization; found {type(final_norm).__name__} (a Keras change?).")
+        raise TypeError(f"{builder}: expected keras.applications' ConvNeXt-Tiny to end with a "
+                        f"LayerNormalization; found {type(final_norm).__name__} (a Keras change?).")
     x = final_norm.input
     for stage, filters, skip in DECODER:
         x = layers.UpSampling2D(2, interpolation="bilinear", name=f"dec{stage}_up")(x)
