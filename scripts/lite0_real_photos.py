@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import transfer  # noqa: E402  (first: loads triton before TensorFlow; see README)
+from transfer.cli import quiet_frameworks  # noqa: E402
+
+quiet_frameworks()  # no TensorFlow start-up lines
 
 # isort: split
 import keras  # noqa: E402

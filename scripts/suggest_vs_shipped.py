@@ -17,6 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 import transfer  # noqa: E402  (first: loads triton before TensorFlow; see README)
+from transfer.cli import quiet_frameworks  # noqa: E402
+
+quiet_frameworks()  # no TensorFlow start-up lines
 
 # isort: split
 import yaml  # noqa: E402
