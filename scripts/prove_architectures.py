@@ -40,6 +40,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 from checkpoints import max_rel_diff, randomize_keras, randomize_torch, write_legacy_h5  # noqa: E402
+from transfer.sources import without_input_scaling  # noqa: E402
 
 BOUND = 1e-4
 # architecture -> (torchvision builder, keras.applications builder and arguments)
@@ -78,13 +79,8 @@ def prove(name: str, direction: str, x: np.ndarray, folder: Path) -> dict[str, A
     else:
         source = randomize_keras(getattr(keras.applications, keras_builder)(weights=None, **keras_kwargs), seed=4)
         checkpoint = write_legacy_h5(source, folder / f"{name}.h5")
-        for layer in source.layers if name in INPUT_SCALING else []:
-            if isinstance(layer, keras.layers.Rescaling):
-                layer.scale, layer.offset = 1.0, 0.0
-            elif isinstance(layer, keras.layers.Normalization):
-                layer.adapt_mean.assign(np.zeros(layer.adapt_mean.shape, "float32"))
-                layer.adapt_variance.assign(np.ones(layer.adapt_variance.shape, "float32"))
-                layer.finalize_state()
+        if name in INPUT_SCALING:
+            without_input_scaling(source)
         mapping = ROOT / "mappings" / f"{name}_keras_to_torchvision.yaml"
     result = transfer.transfer_weights(str(mapping), source_weights=checkpoint, strict=True, verify=True)
     if direction == "torch->keras":

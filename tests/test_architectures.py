@@ -172,13 +172,9 @@ def test_the_keras_variant_of_efficientnet_would_not_match(tmp_path: Path) -> No
     data["layers"] = {k: ({"target": v, "epsilon": "rescale"} if v.endswith("bn") else v)
                       for k, v in data["layers"].items()}
     transfer.transfer_weights(data, source_weights=checkpoint, target=target)
-    for layer in target.layers:
-        if isinstance(layer, keras.layers.Rescaling):
-            layer.scale, layer.offset = 1.0, 0.0
-        elif isinstance(layer, keras.layers.Normalization):
-            layer.adapt_mean.assign(np.zeros(layer.adapt_mean.shape, "float32"))
-            layer.adapt_variance.assign(np.ones(layer.adapt_variance.shape, "float32"))
-            layer.finalize_state()
+    from transfer.sources import without_input_scaling
+
+    without_input_scaling(target)
     target.get_layer("predictions").activation = keras.activations.linear
     x = RNG.normal(size=(2, 64, 64, 3)).astype("float32")
     with torch.no_grad():

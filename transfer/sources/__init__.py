@@ -145,11 +145,14 @@ def _architecture(spec: ModelSpec) -> Weights:
 
 
 def _without_input_scaling(model: Any, app: KerasApplication) -> Any:
-    """Make the model's own input-scaling layers identities (scale 1, mean 0, variance 1), so
-    that it takes `app.preprocessing` input, as the target of a transfer from it does. Found by
-    class: their names carry a per-process counter (`rescaling_1`)."""
-    if not app.input_scaling:
-        return model
+    return without_input_scaling(model) if app.input_scaling else model
+
+
+def without_input_scaling(model: Any) -> Any:
+    """The Keras model with its own input-scaling layers made identities (Rescaling: scale 1;
+    Normalization: mean 0, variance 1), so that it takes the input its first weighted layer
+    sees (EfficientNet, MobileNetV3). Found by class: their names carry a per-process counter
+    (`rescaling_1`)."""
     keras = _frameworks.keras()
     for layer in model.layers:
         if isinstance(layer, keras.layers.Rescaling):

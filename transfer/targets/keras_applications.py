@@ -21,6 +21,21 @@ def build_vgg16(include_top: bool = True, classes: int = 1000,
                                                   classes=classes, input_shape=shape)
 
 
+def _check_variant(variant: Any, allowed: tuple[str, ...], builder: str) -> str:
+    if variant not in allowed:
+        raise ValueError(f"{builder}: variant must be {' or '.join(repr(a) for a in allowed)}; "
+                         f"received {variant!r}.")
+    return str(variant)
+
+
+def _symmetric_padding(layers: Any, model: Any, padding: Any) -> Any:
+    """keras.applications' `<conv>_pad` ZeroPadding2D in front of a stride-2 conv pads
+    TensorFlow-style, (0, 1) for 3x3 on an even size; torch pads k // 2 on both sides (the same
+    output size, shifted windows)."""
+    kernel = model.get_layer(padding.name.removesuffix("_pad")).kernel_size
+    return layers.ZeroPadding2D(((kernel[0] // 2,) * 2, (kernel[1] // 2,) * 2), name=padding.name)
+
+
 def _check_top(include_top: Any, classes: int, builder: str) -> None:
     if not isinstance(include_top, bool):
         raise TypeError(f"{builder}: include_top must be true or false; received {include_top!r}.")
@@ -71,8 +86,7 @@ def build_efficientnet_b0(include_top: bool = True, classes: int = 1000,
     """
     builder = "build_efficientnet_b0"
     _check_top(include_top, classes, builder)
-    if variant not in ("keras", "torchvision"):
-        raise ValueError(f"{builder}: variant must be 'keras' or 'torchvision'; received {variant!r}.")
+    variant = _check_variant(variant, ("keras", "torchvision"), builder)
     keras = _frameworks.keras()
     model = keras.applications.EfficientNetB0(weights=None, include_top=include_top, classes=classes,
                                               input_shape=tuple(input_shape) if input_shape else None)
@@ -82,9 +96,8 @@ def build_efficientnet_b0(include_top: bool = True, classes: int = 1000,
 
     def torchvision_variant(layer: Any) -> Any:
         config = layer.get_config()
-        if isinstance(layer, layers.ZeroPadding2D):  # `<conv>_pad` in front of a stride-2 conv
-            kernel = model.get_layer(layer.name.removesuffix("_pad")).kernel_size
-            return layers.ZeroPadding2D(((kernel[0] // 2,) * 2, (kernel[1] // 2,) * 2), name=layer.name)
+        if isinstance(layer, layers.ZeroPadding2D):
+            return _symmetric_padding(layers, model, layer)
         if isinstance(layer, (layers.Rescaling, layers.Normalization)):
             return layers.Identity(name=layer.name)
         if isinstance(layer, layers.BatchNormalization):
@@ -111,8 +124,7 @@ def build_mobilenet_v3_large(include_top: bool = True, classes: int = 1000,
     """
     builder = "build_mobilenet_v3_large"
     _check_top(include_top, classes, builder)
-    if variant not in ("keras", "torchvision"):
-        raise ValueError(f"{builder}: variant must be 'keras' or 'torchvision'; received {variant!r}.")
+    variant = _check_variant(variant, ("keras", "torchvision"), builder)
     keras = _frameworks.keras()
     model = keras.applications.MobileNetV3Large(weights=None, include_top=include_top, classes=classes,
                                                 input_shape=tuple(input_shape) if input_shape else None)
@@ -132,9 +144,8 @@ def build_mobilenet_v3_large(include_top: bool = True, classes: int = 1000,
             return layers.ZeroPadding2D(pad, name="stem_pad")
         if layer is stem:
             config["padding"] = "valid"
-        elif isinstance(layer, layers.ZeroPadding2D):  # `<conv>_pad` in front of a stride-2 conv
-            kernel = model.get_layer(layer.name.removesuffix("_pad")).kernel_size
-            return layers.ZeroPadding2D(((kernel[0] // 2,) * 2, (kernel[1] // 2,) * 2), name=layer.name)
+        elif isinstance(layer, layers.ZeroPadding2D):
+            return _symmetric_padding(layers, model, layer)
         return layer.__class__.from_config(config)
 
     return keras.models.clone_model(model, clone_function=torchvision_variant)
