@@ -23,7 +23,7 @@ A check runs at every evaluation: every layer meant to train must have moved fro
 started (`encoder_change`); a frozen-and-never-unfrozen encoder, or a recompile forgotten
 after `trainable` changed, stops the run with an error instead of a flat curve.
 
-Defaults: 64x64 crops, 100 steps of 16, 3 seeds: about 8 minutes on 2 CPU cores.
+Defaults: 64x64 crops, 100 steps of 16, 3 seeds: about 11 minutes on 2 CPU cores.
 `scripts/payoff_sweep.py` runs the larger cells (128x128, 1500 steps) where they can run.
 """
 
