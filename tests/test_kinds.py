@@ -24,6 +24,7 @@ EXAMPLES = {
     "layernorm": ([(4,)] * 2, [(4,)] * 2, None),
     "groupnorm": ([(6,)] * 2, [(6,)] * 2, None),
     "channel_scale": ([(4, 1, 1)], [(4,)], None),
+    "prelu": ([(4,)], [(1, 1, 4)], None),
     "pointwise": ([(5, 4, 1, 1), (5,)], [(4, 5), (5,)], None),
     "separable_conv2d": ([(8, 1, 3, 3), (5, 8, 1, 1), (5,)], [(3, 3, 4, 2), (1, 1, 8, 5), (5,)], None),
 }
@@ -102,7 +103,7 @@ def test_live_layers_are_recognised() -> None:
                       "depthwise_conv2d": layers.DepthwiseConv2D(3), "dense": layers.Dense(2),
                       "batchnorm": layers.BatchNormalization(), "layernorm": layers.LayerNormalization(),
                       "groupnorm": layers.GroupNormalization(2), "other": layers.LayerNormalization(axis=1),
-                      "conv2d(groups=4)": layers.Conv2D(8, 3, groups=4)}
+                      "conv2d(groups=4)": layers.Conv2D(8, 3, groups=4), "prelu": layers.PReLU()}
     for kind, layer in expected_keras.items():
         assert kinds.keras_layer_kind(layer, keras) == kind.partition("(")[0], kind
     assert kinds.keras_layer_groups("conv2d", expected_keras["conv2d(groups=4)"]) == 4
@@ -111,7 +112,7 @@ def test_live_layers_are_recognised() -> None:
                       "depthwise_conv2d": nn.Conv2d(4, 8, 3, groups=4), "dense": nn.Linear(3, 2),
                       "batchnorm": nn.BatchNorm2d(3), "layernorm": nn.LayerNorm(4),
                       "groupnorm": nn.GroupNorm(2, 4), "conv2d(groups=2)": nn.Conv2d(4, 4, 3, groups=2),
-                      "other": nn.LayerNorm((4, 5))}
+                      "other": nn.LayerNorm((4, 5)), "prelu": nn.PReLU(4)}
     for kind, module in expected_torch.items():
         assert kinds.torch_module_kind(module, torch) == kind.partition("(")[0], kind
     assert kinds.torch_module_groups("conv2d", expected_torch["conv2d(groups=2)"]) == 2
@@ -139,7 +140,8 @@ def test_file_tensors_are_recognised() -> None:
     assert kinds.torch_file_kind({"weight": (2, 4)}) == "dense"
     assert kinds.torch_file_kind({"weight": (4,), "bias": (4,)}) == "layernorm"
     assert kinds.torch_file_kind({"layer_scale": (4, 1, 1)}) == "channel_scale"
-    assert kinds.torch_file_kind({"weight": (4,)}) == "other"  # a PReLU, say
+    assert kinds.torch_file_kind({"weight": (4,)}) == "prelu"  # a module of one slope vector
+    assert kinds.keras_file_kind(["alpha"], [(1, 1, 4)]) == "prelu"
 
 
 def test_an_unknown_kind_names_the_known_ones() -> None:

@@ -20,7 +20,8 @@ from transfer.report import (
 
 DOCUMENTED_KEYS = {"mapping", "source", "target", "transferred", "skipped", "untouched", "frozen", "params_moved",
                    "preprocessing", "notes", "warnings", "checked_only", "output", "mapping_sha256",
-                   "source_sha256", "tensor_sha256", "verification", "versions", "ok"}
+                   "source_sha256", "tensor_sha256", "verification", "versions", "ok", "coverage",
+                   "model_coverage", "unproven"}
 
 
 def report(*checks: LayerCheck) -> Report:
@@ -44,6 +45,7 @@ def test_json_has_the_documented_keys_and_round_trips() -> None:
     assert set(data) == DOCUMENTED_KEYS
     assert data["transferred"][0] == {"source": "features.0", "target": "block1_conv1", "kind": "conv2d",
                                       "conversion": "OIHW -> HWIO", "params": 1792, "notes": [], "adapted": None,
+                                      "inputs": None, "assumptions": [],
                                       "shapes": {"source": [[64, 3, 3, 3], [64]], "target": [[3, 3, 3, 64], [64]]}}
     assert data["skipped"] == [{"layer": "fc", "reason": "declared in skip", "declared": True}]
 
@@ -60,6 +62,34 @@ def test_failed_verification_message_lists_every_failed_check() -> None:
     message = Verification("converted model", checks).error_message("m.yaml")
     assert message.startswith("m.yaml: verification failed (converted model): first diverging layer 't0'")
     assert "3 check(s) failed" in message and "'t2' (from 's2'" in message
+
+
+def test_a_long_failure_list_says_how_many_more_the_report_has() -> None:
+    checks = [LayerCheck(f"s{i}", f"t{i}", "tensors compared", 1.0, 1.0, 0.0) for i in range(26)]
+    message = Verification("converted model", checks).error_message("m.yaml")
+    assert "26 check(s) failed" in message and "'t20' (from 's20'" in message and "'t21'" not in message
+    assert message.endswith("and 5 more (see --report)")
+
+
+def test_unproven_layers_are_never_counted_as_verified() -> None:
+    from transfer.report import Proof
+
+    checks = [LayerCheck("a", "b", "dense on a probe", 0.0, 0.0, 1e-5), LayerCheck("c", "d", "m", 0.0, 0.0, 1e-5)]
+    data = report(*checks)
+    data.coverage = [Proof("a", "b", ("dense on a probe",), ("source flatten order declared",)),
+                     Proof("c", "d", ("m",))]
+    text = summary(data)
+    assert "verified (in memory): 1/2 layers (1 UNPROVEN)" in text
+    assert "UNPROVEN: 1 moved layer(s)" in text and "'b' (from 'a'): source flatten order declared" in text
+    assert to_dict(data)["unproven"] == ["b"] and to_dict(data)["coverage"][1]["proven"] is True
+
+
+def test_an_all_zero_reference_is_compared_by_absolute_difference() -> None:
+    from transfer.verify import _rel
+
+    assert _rel([0.0, 0.0], [0.0, 0.5]) == (0.5, 0.5)  # not 0.5 / 1e-30
+    check = LayerCheck("a", "b", "m", 0.5, 0.5, 1e-5, zero_reference=True)
+    assert "absolute difference (the reference is all zeros) 0.5" in check.describe()
 
 
 def test_error_dict_for_ci() -> None:

@@ -143,6 +143,7 @@ class ReadOnlyWeights(Closing):
     preprocessing: str | None = None
     model: Any = None
     runnable_factory: Callable[[], Runnable] | None = None
+    _runnable: Runnable | None = None
 
     def _read_only(self, action: str) -> MappingError:
         return MappingError(f"{self.description} is a weights file read as a source; it cannot "
@@ -167,9 +168,12 @@ class ReadOnlyWeights(Closing):
         raise self._read_only("be reloaded")
 
     def runnable(self) -> Runnable:
+        """Built once: the plan may need it (a dense layer's flatten order) and so does --verify."""
         if self.runnable_factory is None:
             return None, "no runnable source model (a weights file of an unknown architecture)"
-        return self.runnable_factory()
+        if self._runnable is None:
+            self._runnable = self.runnable_factory()
+        return self._runnable
 
 
 def adapter_for(model: Any, description: str | None = None, path: Path | None = None,

@@ -22,10 +22,10 @@ import numpy as np
 from transfer._version import __version__
 from transfer.adapter import Weights
 from transfer.checksums import file_sha256, tensor_sha256
-from transfer.errors import IncompatibleWeightsError, VerificationError
+from transfer.errors import IncompatibleWeightsError, StrictModeError, VerificationError
 from transfer.mapping import Mapping
 from transfer.plan import Pair, Plan, adapted_channels, convert_pair, plan_transfer
-from transfer.report import Report, TransferredLayer, Verification, compact
+from transfer.report import Proof, Report, TransferredLayer, Verification, compact
 from transfer.sources.known_models import PREPROCESSING_HELP
 from transfer.verify import compare_written, verify_transfer
 
@@ -45,7 +45,7 @@ class Options:
 
 def run(mapping: Mapping, source: Weights, target: Weights, options: Options) -> Report:
     """Move the weights as the mapping says, all or nothing; the report of what was done."""
-    plan = plan_transfer(mapping, source, target, strict=options.strict)
+    plan = plan_transfer(mapping, source, target, strict=options.strict, establish=not options.check)
     report = new_report(mapping, plan, source, target, checked_only=options.check)
     if options.check:
         return report
@@ -56,8 +56,11 @@ def run(mapping: Mapping, source: Weights, target: Weights, options: Options) ->
                 if options.protect else None)
     try:
         report.transferred = assign(plan, staged, source, target, mapping.origin)
-        if options.verify:  # the runnable source is dropped right after: the file check needs only tensors
+        if options.verify:
             _verify(report, plan, source, target, "in memory", source.runnable(), mapping.origin)
+            if options.strict:
+                _refuse_unproven(report, [(p.target, p.unproven) for p in report.unproven], mapping.origin,
+                                 "no check that runs the models reached them")
         target.freeze(plan.frozen)
         if options.checksums:
             report.source_sha256 = file_sha256(source.path)
@@ -92,7 +95,43 @@ def verify_converted(mapping: Mapping, source: Weights, target: Weights) -> Repo
 
 def _verify(report: Report, plan: Plan, source: Weights, target: Weights, stage: str,
             runnable: Any, where: str) -> None:
-    _record(report, verify_transfer(plan.pairs, source, target, stage, runnable), where)
+    result = verify_transfer(plan.pairs, source, target, stage, runnable)
+    report.coverage, report.model_coverage = coverage(plan, result)
+    _record(report, result, where)
+
+
+def coverage(plan: Plan, result: Verification) -> tuple[list[Proof], str]:
+    """For every moved layer, the checks that proved it and what none covered; and what no
+    check covers beyond single layers."""
+    by_target = {c.target: c for c in result.layers}
+    covered = set(result.stack_covered)
+    proofs = []
+    for pair in plan.pairs:
+        name = pair.target.name
+        checks = [by_target[name].method] if name in by_target and by_target[name].ok else []
+        if pair.inputs is not None and not pair.assumptions and (pair.inputs.source or pair.inputs.target):
+            checks.append("flatten order read from both models")
+        if name in covered:
+            checks.append(f"stack check: the models' outputs at '{name}' agree")
+        proofs.append(Proof(pair.source.name, name, tuple(checks), () if name in covered else pair.assumptions))
+    if result.stack is None:
+        model = (f"how the layers are connected (padding, activations, layers without weights) is unchecked: "
+                 f"{result.stack_note or 'no stack check'}")
+    elif result.stack_note.startswith("the stack check stops"):
+        model = result.stack_note
+    else:
+        model = ""
+    return proofs, model
+
+
+def _refuse_unproven(report: Report, unproven: list[tuple[str, tuple[str, ...]]], origin: str, why: str) -> None:
+    if not unproven:
+        return
+    listed = "; ".join(f"'{name}': {', '.join(reasons)}" for name, reasons in unproven[:10])
+    more = f"; and {len(unproven) - 10} more (see --report)" if len(unproven) > 10 else ""
+    raise StrictModeError(f"{origin}: --strict: {len(unproven)} moved layer(s) unproven ({why}): {listed}{more}. "
+                          "Map the layers in between so that the stack check reaches them, or run without "
+                          "--strict to accept them as declared.", report=report)
 
 
 def _record(report: Report, result: Verification, where: str) -> None:
@@ -140,7 +179,9 @@ def transferred_row(pair: Pair, notes: tuple[str, ...] = ()) -> TransferredLayer
     return TransferredLayer(
         source=pair.source.name, target=pair.target.name, kind=pair.kind, conversion=pair.conversion,
         params=pair.target.params, shapes={"source": pair.source.shapes, "target": pair.target.shapes},
-        notes=notes, adapted={"in_channels": list(channels), "policy": pair.rule.adapt} if channels else None)
+        notes=notes, adapted={"in_channels": list(channels), "policy": pair.rule.adapt} if channels else None,
+        inputs=pair.inputs.describe() if pair.inputs is not None and (pair.inputs.source or pair.inputs.target)
+        else None, assumptions=pair.assumptions)
 
 
 def new_report(mapping: Mapping, plan: Plan, source: Weights, target: Weights, checked_only: bool) -> Report:

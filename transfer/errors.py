@@ -1,4 +1,4 @@
-"""Exception hierarchy. Each class carries the CLI exit code documented in the README."""
+"""Exception hierarchy. Each class carries the CLI exit code documented in docs/cli.md."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ class StrictModeError(IncompatibleWeightsError):
 
 
 class CheckpointError(TransferWeightsError):
-    """A file cannot be read or written: missing, corrupt, unsafe, or not downloadable (exit 5)."""
+    """A file cannot be read or written, whichever file it is (weights, a mapping, the output):
+    missing, corrupt, unsafe, or not downloadable (exit 5)."""
 
     exit_code = 5
 
@@ -48,3 +49,11 @@ class FrameworkError(TransferWeightsError):
     """A deep-learning framework is missing or cannot be imported safely (exit 7)."""
 
     exit_code = 7
+
+
+class UserCodeError(TransferWeightsError):
+    """Code of the user's raised: a `--target-factory`, a model's `forward`/`call`, a user module
+    imported by name (exit 8). Not a bug of transfer-weights; the traceback is shown with
+    `--debug` (or TRANSFER_WEIGHTS_DEBUG=1)."""
+
+    exit_code = 8

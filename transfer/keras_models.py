@@ -13,7 +13,8 @@ from transfer import _frameworks, kinds
 from transfer.adapter import Closing, Runnable, Snapshot
 from transfer.archive import check_zip
 from transfer.errors import CheckpointError
-from transfer.layers import FlattenInfo, LayerSpec, TensorSpec
+from transfer.flatten_order import keras_order
+from transfer.layers import FROM_FILE, LayerSpec, TensorSpec
 from transfer.output import atomic_write, output_suffix
 
 
@@ -37,28 +38,6 @@ def all_layers(model: Any) -> Iterator[Any]:
             yield from all_layers(layer)
 
 
-def flatten_info(model: Any, layer: Any) -> FlattenInfo:
-    """(H, W, C) of the feature map a Flatten layer fed into this Dense layer, else None.
-
-    Keras' Flatten always flattens in HWC order (it moves channels last first when the data
-    format is channels_first), so H, W, C here are that order's dimensions.
-    """
-    keras = _frameworks.keras()
-    try:
-        dense_input = layer.input
-    except (AttributeError, ValueError):  # a layer called several times has no single input
-        return "unknown"
-    for candidate in all_layers(model):
-        if isinstance(candidate, keras.layers.Flatten) and candidate.output is dense_input:
-            shape = tuple(candidate.input.shape[1:])
-            if len(shape) != 3 or None in shape:
-                return "unknown" if None in shape else None
-            if candidate.data_format == "channels_first":
-                shape = (shape[1], shape[2], shape[0])
-            return (int(shape[0]), int(shape[1]), int(shape[2]))
-    return None
-
-
 def layer_specs(model: Any) -> dict[str, LayerSpec]:
     """Every weighted layer of a live Keras model, in model order."""
     keras = _frameworks.keras()
@@ -71,8 +50,8 @@ def layer_specs(model: Any) -> dict[str, LayerSpec]:
                           for w in layer.weights),
             epsilon=float(layer.epsilon) if kinds.carries_epsilon(kind) else None,
             epsilon_origin="the Keras layer" if kinds.carries_epsilon(kind) else "",
-            flatten=flatten_info(model, layer) if kinds.reads_flattened(kind) else "unknown",
-            groups=kinds.keras_layer_groups(kind, layer),
+            flatten=keras_order(layer, keras) if kinds.reads_flattened(kind) else FROM_FILE,
+            groups=kinds.keras_layer_groups(kind, layer), class_name=type(layer).__name__,
         )
     return specs
 

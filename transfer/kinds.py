@@ -43,8 +43,10 @@ class PairContext:
 
     source: LayerSpec
     target: LayerSpec
-    flatten: HWC | None = None  # dense only: the (H, W, C) map flattened before it
+    flatten: HWC | None = None  # dense only: a plain flatten of this (H, W, C) map on each side
     in_channels: int | None = None  # input channels of the probe when they were adapted
+    # dense only: the target's input i is the source's input rows[i] (the planned flatten orders)
+    rows: np.ndarray | None = None
 
     @property
     def keras_side(self) -> LayerSpec:
@@ -132,14 +134,19 @@ def _depthwise_to_keras(arrays: Arrays, context: PairContext) -> Arrays:
 
 
 def _dense_to_keras(arrays: Arrays, context: PairContext) -> Arrays:
-    return [layout.dense_torch_to_keras(arrays[0], context.flatten), *arrays[1:]]
+    if context.flatten is not None:
+        return [layout.dense_torch_to_keras(arrays[0], context.flatten), *arrays[1:]]
+    return [layout.permute_dense_inputs(arrays[0], context.rows, "torch").T, *arrays[1:]]
 
 
 def _dense_to_torch(arrays: Arrays, context: PairContext) -> Arrays:
-    return [layout.dense_keras_to_torch(arrays[0], context.flatten), *arrays[1:]]
+    if context.flatten is not None:
+        return [layout.dense_keras_to_torch(arrays[0], context.flatten), *arrays[1:]]
+    return [layout.permute_dense_inputs(arrays[0], context.rows, "keras").T, *arrays[1:]]
 
 
 def _dense_probe(context: PairContext) -> tuple[int, ...]:
+    """A plain flatten's map, or the input vector (the caller orders it for each side)."""
     return context.flatten if context.flatten else (context.keras_side.tensors[0].shape[0],)
 
 
@@ -232,6 +239,16 @@ def _lone_scale(shapes: dict[str, tuple[int, ...]]) -> bool:
 
 def _to_target_scale(arrays: Arrays, context: PairContext) -> Arrays:
     return [layout.channel_scale(arrays[0], context.target.tensors[0].shape)]
+
+
+def _to_target_alpha(arrays: Arrays, context: PairContext) -> Arrays:
+    return [layout.prelu_alpha(arrays[0], context.target.tensors[0].shape)]
+
+
+def _prelu_probe(context: PairContext) -> tuple[int, ...]:
+    """A map for an alpha shared over H and W, a vector for one after a dense layer."""
+    shape = context.keras_side.tensors[0].shape
+    return (3, 3, max(shape[-1], 2)) if len(shape) == 3 else (max(shape[-1], 2),)
 
 
 def _pointwise_convert(arrays: Arrays, context: PairContext) -> Arrays:
@@ -463,6 +480,19 @@ KINDS: tuple[LayerKind, ...] = (
         carries_epsilon=True,
         keras_groups=lambda layer: int(layer.groups),
         torch_groups=lambda module: int(module.num_groups),
+    ),
+    LayerKind(
+        name="prelu",  # torch PReLU(C) <-> Keras PReLU(shared_axes=[1, 2]) after a conv, or after a dense
+        torch_tensors=("weight",), keras_tensors=("alpha",),
+        to_keras=_to_target_alpha, to_torch=_to_target_alpha,
+        describe_to_keras="alpha (C,) -> (1,1,C) or (C,)", describe_to_torch="alpha (1,1,C) or (C,) -> (C,)",
+        keras_layer=_keras_is("PReLU"),
+        torch_module=lambda m, torch: isinstance(m, torch.nn.PReLU),
+        keras_file=lambda names, shapes: list(names) == ["alpha"],
+        torch_file=lambda shapes: list(shapes) == ["weight"] and len(shapes["weight"]) == 1,
+        probe_shape=_prelu_probe,
+        torch_op=lambda F, t, x, p: F.prelu(x, t[0]),
+        keras_op=lambda ops, a, x, p: ops.where(x >= 0, x, x * a[0]),
     ),
     LayerKind(
         name="channel_scale",  # a lone per-channel vector: ConvNeXt's layer scale

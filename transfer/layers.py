@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from math import prod
 from typing import Literal
 
+from transfer.flatten_order import NotEstablished, Order
+
 Kind = str  # a name in `transfer.kinds.KINDS`, or "other"
 Framework = Literal["keras", "torch"]
-# Keras side of a Dense layer: (H, W, C) of the map a Flatten turned into its input, None when
-# its input was not flattened from a spatial map, "unknown" when nothing says (weight files).
-FlattenInfo = tuple[int, int, int] | None | Literal["unknown"]
+# a weights file does not say how a dense layer's input was flattened
+FROM_FILE = NotEstablished("a weights file does not record how a dense layer's input was flattened")
 
 TORCH_ORDER = ("weight", "bias", "running_mean", "running_var")
 TORCH_IGNORED = ("num_batches_tracked",)  # a counter, not a weight; has no Keras counterpart
@@ -37,9 +38,10 @@ class LayerSpec:
     tensors: tuple[TensorSpec, ...]
     epsilon: float | None = None  # normalisations only
     epsilon_origin: str = ""  # where `epsilon` comes from (model, file, or an assumed default)
-    flatten: FlattenInfo = "unknown"  # Keras Dense only
+    flatten: Order = FROM_FILE  # a live Keras Dense layer's input order (torch's needs the other side)
     kind_from_file: bool = False  # kind guessed from names and shapes, not from a class
     groups: int | None = None  # GroupNorm's groups, a (grouped) conv's groups; None: unknown
+    class_name: str = ""  # the layer's or module's class (for messages), "" when read from a file
 
     @property
     def params(self) -> int:

@@ -127,6 +127,26 @@ def channel_scale(vector: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return vector.reshape(shape)
 
 
+def prelu_alpha(alpha: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """PReLU's slopes between torch, (C,) or one shared (1,), and Keras: (1, 1, C) after a conv
+    with `shared_axes=[1, 2]`, (C,) after a dense layer, ones where shared. A Keras alpha per
+    position (H, W, C) has no torch counterpart."""
+    def channels(s: tuple[int, ...]) -> int | None:
+        return s[-1] if s and all(d == 1 for d in s[:-1]) else None
+
+    source, target = tuple(alpha.shape), tuple(shape)
+    if channels(source) is None or channels(target) is None:
+        per_position = source if channels(source) is None else target
+        raise IncompatibleWeightsError(f"a PReLU with one slope per position {per_position} has no counterpart "
+                                       "in the other framework (torch's PReLU has one slope per channel, or one "
+                                       "for all): build the Keras PReLU with shared_axes=[1, 2].")
+    if channels(source) != channels(target):
+        raise IncompatibleWeightsError(f"the PReLU slopes are {source} and the target's {target}: one per channel "
+                                       "on one side, one for all on the other (torch: nn.PReLU(num_parameters=C); "
+                                       "Keras: shared_axes).")
+    return alpha.reshape(target)
+
+
 def batchnorm_rescale_gamma(gamma: np.ndarray, variance: np.ndarray, source_epsilon: float,
                             target_epsilon: float) -> np.ndarray:
     """gamma' such that gamma' / sqrt(var + eps_target) == gamma / sqrt(var + eps_source):
@@ -167,3 +187,16 @@ def adapt_in_channels(weight: np.ndarray, axis: int, channels: int, policy: str)
         pad[axis] = (0, channels - source)
         return np.pad(weight, pad)
     raise IncompatibleWeightsError(f"unknown input-channel policy {policy!r}; known: {', '.join(ADAPT_POLICIES)}.")
+
+
+def permute_dense_inputs(matrix: np.ndarray, rows: np.ndarray | None, framework: str) -> np.ndarray:
+    """Reorder a dense layer's inputs: the result's input `i` is the given matrix's input
+    `rows[i]`. torch holds inputs on axis 1 (out, in), Keras on axis 0 (in, out)."""
+    _expect_ndim(matrix, 2, "dense weight")
+    if rows is None:
+        return matrix
+    axis = 1 if framework == "torch" else 0
+    if matrix.shape[axis] != rows.size:
+        raise IncompatibleWeightsError(f"the dense weight has {matrix.shape[axis]} inputs; the flattened "
+                                       f"map has {rows.size} elements.")
+    return np.take(matrix, rows, axis=axis)

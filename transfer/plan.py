@@ -7,12 +7,14 @@ shape checked, before any tensor is read.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from transfer import kinds, layout
 from transfer.adapter import Weights
+from transfer.dense_inputs import DenseInputs, resolve_dense_inputs, unplanned_dense_inputs
 from transfer.errors import IncompatibleWeightsError, MappingError, StrictModeError
 from transfer.layers import Kind, LayerSpec
 from transfer.mapping import Mapping, Rule, did_you_mean, is_declared
@@ -27,13 +29,28 @@ class Pair:
     target: LayerSpec
     rule: Rule
     kind: Kind
+    # a dense layer's input orders on both sides and the row permutation between them (planned)
+    inputs: DenseInputs | None = None
+
+    @property
+    def assumptions(self) -> tuple[str, ...]:
+        """What this pair's conversion rests on that no model said: proven only if a check
+        that runs the models (the stack check) reaches the layer."""
+        found = list(self.inputs.unproven) if self.inputs is not None else []
+        if kinds.carries_epsilon(self.kind) and (self.source.epsilon is None) != (self.target.epsilon is None):
+            found.append("normalisation epsilon assumed equal on both sides (a weights file does not store it)")
+        return tuple(found)
 
     @property
     def conversion(self) -> str:
         if self.source.framework == self.target.framework:
-            return "none (same framework)"
+            reordered = self.inputs is not None and self.inputs.rows is not None
+            return "inputs reordered between the two flatten orders" if reordered else "none (same framework)"
         entry = kinds.BY_NAME.get(self.kind)
-        return entry.describe(self.source.framework, self.target.framework) if entry else "none"
+        described = entry.describe(self.source.framework, self.target.framework) if entry else "none"
+        if self.inputs is not None and self.inputs.rows is not None:
+            described += ", inputs reordered between the two flatten orders"
+        return described
 
     @property
     def cross_framework(self) -> bool:
@@ -54,8 +71,11 @@ class Plan:
         return problems
 
 
-def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bool = False) -> Plan:
-    """Match every weighted source layer to a rule and check all shapes; read no tensor."""
+def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bool = False,
+                  establish: bool = True) -> Plan:
+    """Match every weighted source layer to a rule and check all shapes; read no tensor. A dense
+    layer's input order is read from the models (a weights file's through its rebuilt known
+    model, unless `establish` is False: `--check` reads no weights)."""
     sources = source.layers()
     targets = target.layers()
     origin = mapping.origin
@@ -95,6 +115,8 @@ def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bo
         if rule.is_pattern and index not in used_rules:
             raise MappingError(f"{origin}: {_rule_where(rule)}: the pattern '{rule.source}' "
                                f"matches no weighted layer of {source.description}.")
+    pairs = [dataclasses.replace(p, inputs=resolve_dense_inputs(p, source, target, _where(origin, p), establish))
+             if kinds.reads_flattened(p.kind) else p for p in pairs]
     _check_shapes(pairs, origin)
     untouched = [UntouchedLayer(name, is_declared(name, mapping.untouched))
                  for name in targets if name not in receivers]
@@ -114,6 +136,10 @@ def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bo
                               + "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else "")
                               + ". Declare them in the mapping's skip or untouched lists.")
     return plan
+
+
+def _where(origin: str, pair: Pair) -> str:
+    return f"{origin}: {_rule_where(pair.rule)}: '{pair.source.name}' -> '{pair.target.name}'"
 
 
 def _rule_where(rule: Rule) -> str:
@@ -143,16 +169,28 @@ def pair_kind(source: LayerSpec, target: LayerSpec, origin: str, rule: Rule) -> 
     kind = kinds.pair_kind(source, target)
     if kind is None and source.framework == target.framework and "other" in (source.kind, target.kind):
         kind = target.kind
+    if kind == kinds.OTHER and source.framework != target.framework:
+        unknown = [f"'{spec.name}' ({_what(spec)})" for spec in (source, target) if spec.kind == kinds.OTHER]
+        raise IncompatibleWeightsError(
+            f"{origin}: {_rule_where(rule)}: no PyTorch <-> Keras layout conversion is known for "
+            f"{' and '.join(unknown)}; known kinds: {', '.join(kinds.BY_NAME)}.")
     if kind is None:
         raise IncompatibleWeightsError(
-            f"{origin}: {_rule_where(rule)}: source layer '{source.name}' is a {source.kind} layer "
-            f"and target layer '{target.name}' a {target.kind} layer; they cannot exchange weights.")
+            f"{origin}: {_rule_where(rule)}: source layer '{source.name}' is {_what(source)} "
+            f"and target layer '{target.name}' {_what(target)}; they cannot exchange weights.")
     if source.groups is not None and target.groups is not None and source.groups != target.groups:
         raise IncompatibleWeightsError(
             f"{origin}: {_rule_where(rule)}: source layer '{source.name}' has {source.groups} "
             f"group(s) and target layer '{target.name}' {target.groups}; the same tensors would "
             "compute a different function.")
     return kind
+
+
+def _what(spec: LayerSpec) -> str:
+    """A layer as a message names it: its kind, and its class where the kind says little."""
+    if spec.kind == kinds.OTHER:
+        return f"a {spec.class_name} layer, of no known kind" if spec.class_name else "a layer of no known kind"
+    return f"a {spec.kind} layer ({spec.class_name})" if spec.class_name else f"a {spec.kind} layer"
 
 
 def _check_shapes(pairs: list[Pair], origin: str) -> None:
@@ -188,6 +226,8 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
     try:
         if source.framework != target.framework:
             arrays = _cross_framework(pair, arrays)
+        elif kinds.reads_flattened(pair.kind) and pair.inputs is not None and pair.inputs.rows is not None:
+            arrays = [layout.permute_dense_inputs(arrays[0], pair.inputs.rows, source.framework), *arrays[1:]]
         if pair.rule.adapt:
             arrays = _adapt(pair, arrays)
         if kinds.carries_epsilon(pair.kind):
@@ -200,8 +240,16 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
 
 
 def _cross_framework(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    flatten = flatten_of(pair) if kinds.reads_flattened(pair.kind) else None
-    return kinds.kind(pair.kind).convert(arrays, kinds.PairContext(pair.source, pair.target, flatten))
+    return kinds.kind(pair.kind).convert(arrays, kinds.PairContext(pair.source, pair.target, rows=_rows(pair)))
+
+
+def _rows(pair: Pair) -> np.ndarray | None:
+    """The dense row permutation: planned, or (a pair made outside a plan, as `suggest` does)
+    the plain flatten of each framework where the Keras model says a map was flattened."""
+    if not kinds.reads_flattened(pair.kind):
+        return None
+    inputs = pair.inputs if pair.inputs is not None else unplanned_dense_inputs(pair.source, pair.target, pair.rule)
+    return inputs.rows
 
 
 def input_axis(kind: str, framework: str) -> int:
@@ -226,22 +274,6 @@ def _adapt(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
     axis = input_axis(pair.kind, pair.target.framework)
     channels = pair.target.tensors[0].shape[axis]
     return [layout.adapt_in_channels(arrays[0], axis, channels, pair.rule.adapt or "timm"), *arrays[1:]]
-
-
-def flatten_of(pair: Pair) -> tuple[int, int, int] | None:
-    """(H, W, C) of the map flattened before a dense layer, from the rule or the Keras model."""
-    if pair.rule.flatten != "auto":
-        if pair.rule.flatten is None:
-            return None
-        channels, height, width = pair.rule.flatten
-        return (height, width, channels)
-    keras_side = pair.target if pair.target.framework == "keras" else pair.source
-    if keras_side.flatten == "unknown":
-        raise IncompatibleWeightsError(
-            "cannot tell whether this dense layer's input was flattened from a feature map "
-            "(torch flattens CHW, Keras HWC: the rows must then be permuted). Add "
-            "`flatten: [channels, height, width]` to the rule, or `flatten: false`.")
-    return keras_side.flatten
 
 
 def _match_epsilon(pair: Pair, arrays: list[np.ndarray], where: str) -> list[np.ndarray]:

@@ -23,6 +23,8 @@ class TransferredLayer:
     shapes: dict[str, list[list[int]]]  # {"source": [...], "target": [...]}
     notes: tuple[str, ...] = ()
     adapted: dict[str, Any] | None = None  # {"in_channels": [from, to], "policy": ...}
+    inputs: str | None = None  # a dense layer: where each side's inputs come from (flatten order)
+    assumptions: tuple[str, ...] = ()  # what the conversion rests on that no model said
 
 
 @dataclass(frozen=True)
@@ -48,13 +50,16 @@ class LayerCheck:
     max_abs_diff: float
     rel_diff: float
     tolerance: float
+    zero_reference: bool = False  # compared by absolute difference: a relative one would divide by 0
 
     @property
     def ok(self) -> bool:
         return bool(self.rel_diff <= self.tolerance)
 
     def describe(self) -> str:
-        return (f"'{self.target}' (from '{self.source}', {self.method}): relative difference "
+        measure = "absolute difference (the reference is all zeros)" if self.zero_reference else \
+            "relative difference"
+        return (f"'{self.target}' (from '{self.source}', {self.method}): {measure} "
                 f"{self.rel_diff:.3g} > {self.tolerance:g}, max abs {self.max_abs_diff:.3g}")
 
 
@@ -71,10 +76,12 @@ class Verification:
     stack: LayerCheck | None = None
     stack_note: str = ""
     localized: list[LayerCheck] = field(default_factory=list)
+    stack_covered: list[str] = field(default_factory=list)  # target layers whose output the stack matched
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.layers) and (self.stack is None or self.stack.ok)
+        return (all(c.ok for c in self.layers) and (self.stack is None or self.stack.ok)
+                and all(c.ok for c in self.localized))
 
     @property
     def failed(self) -> list[LayerCheck]:
@@ -92,7 +99,23 @@ class Verification:
         lines = [(f"{where}: verification failed ({self.stage}): first diverging layer {failed[0].describe()}; "
                  f"{len(failed)} check(s) failed.")]
         lines += [f"  {check.describe()}" for check in failed[1:21]]
+        if len(failed) > 21:
+            lines.append(f"  and {len(failed) - 21} more (see --report)")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What proved one moved layer: the checks that reached it, and what none covered."""
+
+    source: str
+    target: str
+    checks: tuple[str, ...]
+    unproven: tuple[str, ...] = ()
+
+    @property
+    def proven(self) -> bool:
+        return bool(self.checks) and not self.unproven
 
 
 @dataclass
@@ -117,10 +140,17 @@ class Report:
     tensor_sha256: dict[str, list[str]] = field(default_factory=dict)
     verification: list[Verification] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
+    coverage: list[Proof] = field(default_factory=list)  # --verify: per moved layer, what proved it
+    # --verify: what no check covers beyond single layers (no stack check, or where it stopped)
+    model_coverage: str = ""
 
     @property
     def ok(self) -> bool:
         return all(v.ok for v in self.verification)
+
+    @property
+    def unproven(self) -> list[Proof]:
+        return [p for p in self.coverage if p.unproven]
 
 
 def verification_dict(result: Verification) -> dict[str, Any]:
@@ -134,6 +164,8 @@ def verification_dict(result: Verification) -> dict[str, Any]:
         data["stack_note"] = result.stack_note
     if result.localized:
         data["localized"] = [_check_dict(c) for c in result.localized]
+    if result.stack_covered:
+        data["stack_covered"] = list(result.stack_covered)
     return data
 
 
@@ -146,6 +178,9 @@ def to_dict(report: Report) -> dict[str, Any]:
     data = asdict(report)
     data["transferred"] = [{**asdict(t), "notes": list(t.notes)} for t in report.transferred]
     data["verification"] = [verification_dict(v) for v in report.verification]
+    data["coverage"] = [{**asdict(p), "checks": list(p.checks), "unproven": list(p.unproven), "proven": p.proven}
+                        for p in report.coverage]
+    data["unproven"] = [p.target for p in report.unproven]
     data["ok"] = report.ok
     return data
 
@@ -174,10 +209,26 @@ def summary(report: Report) -> str:
                for t in report.transferred if t.adapted]
     if adapted:
         lines.append(f"  ADAPTED input channels: {', '.join(adapted)}")
+    inputs = [f"{t.target} ({t.inputs})" for t in report.transferred if t.inputs]
+    if inputs:
+        lines.append(f"  dense inputs: {'; '.join(inputs[:3])}" + (f"; and {len(inputs) - 3} more" if len(inputs) > 3
+                                                                    else ""))
     converted = sorted({t.conversion for t in report.transferred} - {"none (same framework)"})
     if converted:
         lines.append(f"  layouts converted: {'; '.join(converted)}")
-    lines += [_verification_line(result) for result in report.verification]
+    lines += [_verification_line(result, report) for result in report.verification]
+    if report.unproven:
+        lines.append(f"  UNPROVEN: {len(report.unproven)} moved layer(s) rest on what no check covered:")
+        lines += [f"    '{p.target}' (from '{p.source}'): {'; '.join(p.unproven)}" for p in report.unproven[:10]]
+        if len(report.unproven) > 10:
+            lines.append(f"    and {len(report.unproven) - 10} more (see --report)")
+    assumed = [t for t in report.transferred if t.assumptions]
+    if assumed and not report.verification and not report.checked_only:
+        lines.append("  ASSUMED (no --verify): " + "; ".join(f"'{t.target}': {', '.join(t.assumptions)}"
+                                                          for t in assumed[:3])
+                     + (f"; and {len(assumed) - 3} more" if len(assumed) > 3 else ""))
+    if report.coverage and report.model_coverage:
+        lines.append(f"  not covered: {report.model_coverage}")
     lines += [f"  note: {n}" for n in report.notes]
     lines += [f"  WARNING: {w}" for w in report.warnings]
     if report.output:
@@ -185,12 +236,16 @@ def summary(report: Report) -> str:
     return "\n".join(lines)
 
 
-def _verification_line(result: Verification) -> str:
+def _verification_line(result: Verification, report: Report) -> str:
+    """What the checks of one stage showed, counting as verified only the layers proven."""
     worst = max((c.rel_diff for c in result.layers if c.tolerance > 0), default=0.0)
     stack = (f"; stack at '{result.stack.target}' {result.stack.rel_diff:.2g}" if result.stack
+             else f"; {result.stack_note}" if result.stack_note.startswith("no stack check")
              else f"; no stack check: {result.stack_note}")
-    return (f"  verified ({result.stage}): {sum(c.ok for c in result.layers)}/{len(result.layers)} layers "
-            f"within {LAYER_TOLERANCE:g} (worst {worst:.2g}){stack}")
+    unproven = {p.target for p in report.unproven}
+    proven = [c for c in result.layers if c.ok and c.target not in unproven]
+    held = f"{len(proven)}/{len(result.layers)} layers" + (f" ({len(unproven)} UNPROVEN)" if unproven else "")
+    return f"  verified ({result.stage}): {held} within {LAYER_TOLERANCE:g} (worst {worst:.2g}){stack}"
 
 
 def compact(names: list[str], keep: int = 6) -> str:

@@ -58,7 +58,7 @@ def layer_specs(module: Any) -> dict[str, LayerSpec]:
                           for n, t in tensors.items()),
             epsilon=float(sub.eps) if kinds.carries_epsilon(kind) else None,
             epsilon_origin="the torch module" if kinds.carries_epsilon(kind) else "",
-            groups=kinds.torch_module_groups(kind, sub),
+            groups=kinds.torch_module_groups(kind, sub), class_name=type(sub).__name__,
         )
     return specs
 

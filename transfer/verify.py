@@ -23,19 +23,23 @@ import numpy as np
 from transfer import _frameworks, kinds, layout
 from transfer.adapter import Runnable, Weights
 from transfer.errors import TransferWeightsError
-from transfer.plan import Pair, adapted_channels, convert_pair, flatten_of, input_axis
+from transfer.plan import Pair, adapted_channels, convert_pair, input_axis
 from transfer.report import LAYER_TOLERANCE, STACK_TOLERANCE, LayerCheck, Verification
+from transfer.runners import Runner, runner_for
 
 PROBE_SEED = 20_240_613
 
 
 def _rel(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+    """(max abs difference, that difference relative to the reference's largest magnitude); an
+    all-zero reference is compared by absolute difference (a relative one would divide by 0)."""
     reference = np.asarray(reference, np.float64)
     candidate = np.asarray(candidate, np.float64)
     if reference.shape != candidate.shape:
         return float("inf"), float("inf")
     diff = float(np.max(np.abs(reference - candidate))) if reference.size else 0.0
-    return diff, diff / max(float(np.max(np.abs(reference))) if reference.size else 0.0, 1e-30)
+    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
+    return diff, diff / scale if scale > 0 else diff
 
 
 @contextlib.contextmanager
@@ -100,24 +104,45 @@ def compare_written(pairs: list[Pair], verified: Weights, written: Weights, stag
 
 
 def _stack(result: Verification, pairs: list[Pair], source_model: Any, target: Weights, note: str) -> None:
-    """The stack check and, when it fails, the layer where the two models first diverge."""
+    """The stack check: both models run on one probe, their outputs compared at the last mapped
+    layer of the stack and at every layer whose conversion rests on an assumption; when one
+    differs, the outputs at every mapped layer up to the first that diverges."""
     try:
-        order = _layer_order(source_model)
-        stack = _stack_pairs(pairs, order, target)
+        source_runner, target_runner = runner_for(source_model), runner_for(target.model)
+        stack = _stack_pairs(pairs, source_runner.order(), target)
         if isinstance(stack, str):
             result.stack_note = stack
             return
-        result.stack_note = note
-        probe = _stack_probe(source_model, target.model)
-        comparable = [p for p in stack if _output_reachable(p, source_model, target.model)]
-        result.stack = _compare_outputs(comparable[-1:], source_model, target.model, probe,
-                                        "model outputs at the last mapped layer")[0]
-        if not result.stack.ok:
-            result.localized = _first_divergence(comparable, source_model, target.model, probe)
+        result.stack_note = note or stack_stop(pairs, source_runner.order(), target)
+        probe = _stack_probe(source_runner, target_runner)
+        comparable = [p for p in stack if source_runner.reachable(p.source.name)
+                      and target_runner.reachable(p.target.name) and kinds.output_comparable(p.kind)]
+        if not comparable:
+            result.stack_note = "no mapped layer of the stack has an output both models can show"
+            return
+        wanted = [p for p in comparable[:-1] if p.assumptions] + comparable[-1:]
+        checks = _compare_outputs(wanted, source_runner, target_runner, probe, "model outputs at the layer")
+        result.stack = checks[-1]
+        result.stack_covered = [c.target for c in checks if c.ok]
+        if not all(c.ok for c in checks):
+            result.localized = _first_divergence(comparable, source_runner, target_runner, probe)
     except (TransferWeightsError, ValueError, TypeError, RuntimeError, KeyError, AttributeError) as exc:
         # the models could not be run side by side: say so; the layer checks stand
         result.stack = None
+        result.stack_covered = []
         result.stack_note = f"the stack check could not run: {type(exc).__name__}: {str(exc)[:300]}"
+
+
+def stack_stop(pairs: list[Pair], source_order: list[str], target: Weights) -> str:
+    """Where the mapped stack ends and why (the first weighted layer not mapped), or ""."""
+    mapped_sources = {p.source.name for p in pairs}
+    first = next((name for name in source_order if name not in mapped_sources), None)
+    if first is None:
+        return ""
+    before = [p.source.name for p in pairs if p.source.name in source_order[:source_order.index(first)]]
+    where = f"after '{before[-1]}'" if before else "at the first layer"
+    return (f"the stack check stops {where}: source layer '{first}' is not mapped (layers after it "
+            "are checked on their own)")
 
 
 def tolerance(pair: Pair, base: float, epsilons: int) -> float:
@@ -148,14 +173,24 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
         source_arrays = [layout.adapt_in_channels(source_arrays[0], axis, adapted[1], str(pair.rule.adapt)),
                          *source_arrays[1:]]
     entry = kinds.kind(pair.kind)
-    context = kinds.PairContext(source, target, flatten_of(pair) if kinds.reads_flattened(pair.kind) else None,
-                                adapted[1] if adapted else None)
+    context = kinds.PairContext(source, target, in_channels=adapted[1] if adapted else None)
     probe = rng.normal(size=(2, *entry.probe_shape(context))).astype(np.float32)
-    reference = run_layer(entry, source.framework, source_arrays, probe, _params(pair, source))
-    candidate = run_layer(entry, target.framework, target_arrays, probe, _params(pair, target))
+    source_probe, target_probe = _dense_probes(pair, probe)
+    reference = run_layer(entry, source.framework, source_arrays, source_probe, _params(pair, source))
+    candidate = run_layer(entry, target.framework, target_arrays, target_probe, _params(pair, target))
     diff, rel = _rel(reference, candidate)
     return LayerCheck(source.name, target.name, f"{pair.kind} on a probe, {source.framework} vs {target.framework}",
-                      diff, rel, tolerance(pair, LAYER_TOLERANCE, 4))
+                      diff, rel, tolerance(pair, LAYER_TOLERANCE, 4), zero_reference=not np.any(reference))
+
+
+def _dense_probes(pair: Pair, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A dense layer reading a flattened map: the probe is that map (flat, H, W, C order), and
+    each side reads it in its own planned order; anything else: the same probe for both."""
+    inputs = pair.inputs
+    if inputs is None or (inputs.source is None and inputs.target is None):
+        return probe, probe
+    return tuple(probe[:, order.positions] if order is not None else probe  # type: ignore[return-value]
+                 for order in (inputs.source, inputs.target))
 
 
 def run_layer(entry: kinds.LayerKind, framework: str, arrays: list[np.ndarray], probe: np.ndarray,
@@ -186,34 +221,6 @@ def _np(tensor: Any) -> np.ndarray:
     return np.asarray(_frameworks.keras().ops.convert_to_numpy(tensor))
 
 
-def _is_keras(model: Any) -> bool:
-    return _frameworks.framework_of(model) == "keras"
-
-
-def _layer_order(model: Any) -> list[str]:
-    """Weighted layers in the model's own order (files such as safetensors sort their keys)."""
-    from transfer.adapter import adapter_for
-
-    if _is_onnx(model):
-        return list(model.layer_order)
-    return list(adapter_for(model).layers())
-
-
-def _is_onnx(model: Any) -> bool:
-    from transfer.sources.onnx_files import OnnxGraph
-
-    return isinstance(model, OnnxGraph)
-
-
-def _output_reachable(pair: Pair, source_model: Any, target_model: Any) -> bool:
-    """Whether both layers' outputs are the same point of the two networks and can be read:
-    not a loose variable (its torch "layer" is the module owning it), and not a layer inside a
-    Keras model nested as a layer (`stem/conv`: its output lives in the inner model's graph)."""
-    nested = [name for name, model in ((pair.source.name, source_model), (pair.target.name, target_model))
-              if _is_keras(model) and "/" in name]
-    return kinds.output_comparable(pair.kind) and not nested
-
-
 def _stack_pairs(pairs: list[Pair], source_order: list[str], target: Weights) -> list[Pair] | str:
     """The pairs of the longest mapped prefix on both sides, in source order, or why there are none."""
     mapped_sources = {p.source.name: p for p in pairs}
@@ -224,25 +231,29 @@ def _stack_pairs(pairs: list[Pair], source_order: list[str], target: Weights) ->
             break
         stack.append(mapped_sources[name])
     if not stack:
-        return "the first weighted source layer is not mapped"
+        first = source_order[0] if source_order else "(none)"
+        return f"no stack check: the first weighted source layer '{first}' is not mapped"
     target_names = list(target.layers())
     prefix = target_names[: target_names.index(stack[-1].target.name) + 1]
-    if not all(name in mapped_targets for name in prefix):
-        return f"target layers in front of '{stack[-1].target.name}' are not mapped"
+    unmapped = [name for name in prefix if name not in mapped_targets]
+    if unmapped:
+        return (f"no stack check: target layer '{unmapped[0]}' in front of '{stack[-1].target.name}' is "
+                "not mapped")
     return stack
 
 
-def _compare_outputs(pairs: list[Pair], source_model: Any, target_model: Any, probe: np.ndarray,
+def _compare_outputs(pairs: list[Pair], source: Runner, target: Runner, probe: np.ndarray,
                      method: str = "model outputs at the layer") -> list[LayerCheck]:
-    references = _layer_outputs(source_model, [p.source.name for p in pairs], probe)
-    candidates = _layer_outputs(target_model, [p.target.name for p in pairs], probe)
+    references = source.outputs([p.source.name for p in pairs], probe)
+    candidates = target.outputs([p.target.name for p in pairs], probe)
+    limit = max([tolerance(p, STACK_TOLERANCE, 16) for p in pairs]
+                + [16 * runner.compute_epsilon() for runner in (source, target)])
     checks = []
     for pair, reference, candidate in zip(pairs, references, candidates):
-        reference, candidate = _same_activation(pair, source_model, target_model, reference, candidate)
+        reference, candidate = _same_activation(pair, source, target, reference, candidate)
         diff, rel = _rel(*_squeezed_pixel(reference, candidate))
-        limit = max([tolerance(p, STACK_TOLERANCE, 16) for p in pairs]
-                    + [16 * _compute_epsilon(m) for m in (source_model, target_model)])
-        checks.append(LayerCheck(pair.source.name, pair.target.name, method, diff, rel, limit))
+        checks.append(LayerCheck(pair.source.name, pair.target.name, method, diff, rel, limit,
+                                 zero_reference=not np.any(reference)))
     return checks
 
 
@@ -257,112 +268,41 @@ def _squeezed_pixel(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return a, b
 
 
-def _compute_epsilon(model: Any) -> float:
-    """Machine epsilon of a Keras model's compute dtype under a mixed-precision policy (its
-    variables stay float32, its activations do not); 0 for full precision and for torch."""
-    policy = getattr(model, "dtype_policy", None) if _is_keras(model) else None
-    compute = getattr(policy, "compute_dtype", "float32")
-    if compute in ("float16", "bfloat16"):
-        return 2.0 ** -7 if compute == "bfloat16" else float(np.finfo(np.float16).eps)
-    return 0.0
-
-
-def _first_divergence(stack: list[Pair], source_model: Any, target_model: Any, probe: np.ndarray) -> list[LayerCheck]:
+def _first_divergence(stack: list[Pair], source: Runner, target: Runner, probe: np.ndarray) -> list[LayerCheck]:
     """Outputs at every mapped layer of the stack, up to and including the first that differs."""
-    checks = _compare_outputs(stack, source_model, target_model, probe)
+    checks = _compare_outputs(stack, source, target, probe)
     first = next((i for i, c in enumerate(checks) if not c.ok), len(checks) - 1)
     return checks[: first + 1]
 
 
-def _stack_probe(source_model: Any, target_model: Any) -> np.ndarray:
-    """One image the size both models accept: a fixed Keras or ONNX input size, else 64x64."""
-    keras_model = target_model if _is_keras(target_model) else source_model if _is_keras(source_model) else None
-    height = width = channels = None
-    if keras_model is not None:
-        _, height, width, channels = keras_model.input_shape
-    if _is_onnx(source_model):  # an export has a fixed input size unless its axes were made dynamic
-        _, onnx_channels, onnx_height, onnx_width = source_model.input_shape()
-        for fixed, other in ((height, onnx_height), (width, onnx_width)):
-            if fixed and other and fixed != other:
-                raise ValueError(f"the ONNX graph takes {onnx_height}x{onnx_width} inputs and the Keras model "
-                                 f"{height}x{width}; build the target at the graph's size (or export with "
-                                 "dynamic height and width) to compare them")
-        height, width, channels = height or onnx_height, width or onnx_width, channels or onnx_channels
+def _stack_probe(source: Runner, target: Runner) -> np.ndarray:
+    """One image the size both models accept: where one fixes a size, that size; else 64x64."""
+    fixed: list[tuple[str, tuple[int | None, int | None, int | None]]] = [
+        ("source", source.input_hwc()), ("target", target.input_hwc())]
+    size: list[int | None] = [None, None, None]
+    for axis in range(3):
+        values = {hwc[axis] for _, hwc in fixed if hwc[axis]}
+        if len(values) > 1:
+            shapes = "; ".join(f"{role} {hwc[0]}x{hwc[1]}x{hwc[2]}" for role, hwc in fixed)
+            raise ValueError(f"the two models take inputs of different sizes ({shapes}); build the target at "
+                             "the source's size (or export with dynamic height and width) to compare them")
+        size[axis] = values.pop() if values else None
+    height, width, channels = size
     if channels is None:
-        torch_model = target_model if not _is_keras(target_model) else source_model
-        first_conv = next(m for m in torch_model.modules() if hasattr(m, "in_channels"))
-        channels = first_conv.in_channels
-    size = (1, height or 64, width or 64, channels)
-    return np.random.default_rng(PROBE_SEED + 1).normal(0, 1, size=size).astype(np.float32)
+        raise ValueError("neither model says how many input channels it takes")
+    shape = (1, height or 64, width or 64, channels)
+    return np.random.default_rng(PROBE_SEED + 1).normal(0, 1, size=shape).astype(np.float32)
 
 
-def _keras_input(model: Any) -> Any:
-    """The model's symbolic input (`model.input` is undefined on a Sequential never called)."""
-    inputs = model.inputs
-    return inputs[0] if len(inputs) == 1 else inputs
-
-
-class _AllCaptured(Exception):
-    """Raised by the last forward hook to stop a torch model once every output is captured."""
-
-
-def _layer_outputs(model: Any, names: list[str], probe: np.ndarray) -> list[np.ndarray]:
-    """Outputs of the named layers on one probe, channels last, in one forward pass."""
-    if _is_onnx(model):
-        return list(model.outputs(names, probe))
-    if _is_keras(model):
-        keras = _frameworks.keras()
-        outputs = []
-        for name in names:
-            output = model.get_layer(name).output
-            outputs.append(output[0] if isinstance(output, (list, tuple)) else output)
-        values = keras.Model(_keras_input(model), outputs)(probe, training=False)
-        return [_np(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
-    torch = _frameworks.torch()
-    captured: dict[str, Any] = {}
-
-    def hook(name: str) -> Any:
-        def keep(module: Any, inputs: Any, output: Any) -> None:  # None: a returned value would replace the output
-            # clone: an in-place ReLU after the module would otherwise overwrite what we captured
-            captured.setdefault(name, output.detach().clone())
-            if len(captured) == len(set(names)):
-                raise _AllCaptured  # the rest of the network is not needed
-        return keep
-
-    handles = [model.get_submodule(name).register_forward_hook(hook(name)) for name in names]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad(), contextlib.suppress(_AllCaptured):
-            model(torch.from_numpy(np.ascontiguousarray(probe.transpose(0, 3, 1, 2))))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return [captured[n].numpy().transpose(0, 2, 3, 1)
-            if captured[n].ndim == 4 and not _channels_last_output(model.get_submodule(n), torch)
-            else captured[n].numpy() for n in names]
-
-
-def _channels_last_output(module: Any, torch: Any) -> bool:
-    """A Linear, or a plain LayerNorm, acts on the last axis: on a 4-D map (ConvNeXt permutes to
-    NHWC around them) its output is already channels last. LayerNorm2d overrides `forward`."""
-    nn = torch.nn
-    return isinstance(module, nn.Linear) or (isinstance(module, nn.LayerNorm)
-                                            and type(module).forward is nn.LayerNorm.forward)
-
-
-def _same_activation(pair: Pair, source_model: Any, target_model: Any, reference: np.ndarray,
+def _same_activation(pair: Pair, source: Runner, target: Runner, reference: np.ndarray,
                      candidate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Keras convs and denses may hold their activation; torch modules never do. Apply the
-    Keras layer's activation to the torch side's output so like is compared with like."""
-    if _is_keras(source_model) == _is_keras(target_model):
+    """Keras convs and denses may hold their activation; torch modules never do. Apply a layer's
+    own activation to the other side's output when only one side holds one, so that like is
+    compared with like."""
+    source_activation = source.fused_activation(pair.source.name)
+    target_activation = target.fused_activation(pair.target.name)
+    if (source_activation is None) == (target_activation is None):
         return reference, candidate
-    keras_is_source = _is_keras(source_model)
-    keras_model, name = (source_model, pair.source.name) if keras_is_source else (target_model, pair.target.name)
-    activation = getattr(keras_model.get_layer(name), "activation", None)
-    if activation is None:
-        return reference, candidate
-    if _is_keras(source_model):
-        return reference, _np(activation(candidate))
-    return _np(activation(reference)), candidate
+    if source_activation is not None:
+        return reference, _np(source_activation(candidate))
+    return _np(target_activation(reference)), candidate  # type: ignore[misc]

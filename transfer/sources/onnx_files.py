@@ -21,6 +21,7 @@ import numpy as np
 from transfer import kinds
 from transfer.adapter import ReadOnlyWeights
 from transfer.errors import CheckpointError, FrameworkError
+from transfer.flatten_order import HWC, Order
 from transfer.layers import LayerSpec, TensorSpec
 
 TORCH_NAMES = ("weight", "bias", "running_mean", "running_var")
@@ -31,12 +32,16 @@ class OnnxSource(ReadOnlyWeights):
 
     def __init__(self, path: Path, preprocessing: str | None = None):
         self.path = path
+        self._folder = path.parent
         self.preprocessing = preprocessing
-        graph = _load(path).graph
+        loaded = _load(path)
+        graph = loaded.graph
+        check_external_data(path, graph)
         initializers = {tensor.name: tensor for tensor in graph.initializer}
         self._arrays: dict[str, list[Any]] = {}  # layer -> [(initializer, transpose?)]
         self._outputs: dict[str, str] = {}  # layer -> the node output holding its result
         self._specs: dict[str, LayerSpec] = {}
+        self._nodes: dict[str, Any] = {}  # layer -> its node
         ops = set()
         for node in graph.node:
             ops.add(node.op_type)
@@ -47,11 +52,13 @@ class OnnxSource(ReadOnlyWeights):
             name = _layer_name(node, inputs[0][0].name, self._specs)
             self._arrays[name] = inputs
             self._outputs[name] = node.output[0]
+            self._nodes[name] = node
             self._specs[name] = LayerSpec(
                 name=name, framework="torch", kind=kind,
                 tensors=tuple(TensorSpec(TORCH_NAMES[i], _shape(t, transpose), _dtype(t))
                               for i, (t, transpose) in enumerate(inputs)),
                 epsilon=epsilon, epsilon_origin=f"the ONNX node {node.name or node.op_type}" if epsilon else "")
+        self._graph, self._opsets = graph, list(loaded.opset_import)
         self.runnable_factory = lambda: _runnable(path, self._outputs)
         folded = "Conv" in ops and "BatchNormalization" not in ops
         self.description = (f"ONNX graph {path}" + (" (no BatchNormalization node: exported with BatchNorm "
@@ -60,13 +67,20 @@ class OnnxSource(ReadOnlyWeights):
     def layers(self) -> dict[str, LayerSpec]:
         return self._specs
 
+    def dense_input_order(self, name: str, hwc: HWC | None, features: int) -> Order:
+        """How the graph orders a dense layer's input: the nodes between the map and the Gemm,
+        run on an index-coded map (`transfer.sources.onnx_flatten`)."""
+        from transfer.sources.onnx_flatten import onnx_dense_order
+
+        return onnx_dense_order(self._graph, self._opsets, self._nodes[name], hwc, features)
+
     def read(self, name: str) -> list[np.ndarray]:
         from onnx import numpy_helper
 
         arrays = []
         for tensor, transpose in self._arrays[name]:
-            try:
-                array = numpy_helper.to_array(tensor)
+            try:  # external data lives beside the graph, whatever the working directory
+                array = numpy_helper.to_array(tensor, base_dir=str(self._folder))
             except Exception as exc:
                 raise CheckpointError(f"{self.path}: cannot read initializer '{tensor.name}' of layer "
                                       f"'{name}': {type(exc).__name__}: {exc}") from exc
@@ -97,6 +111,11 @@ class OnnxGraph:
         from onnx import TensorProto, helper
 
         model = _load(self.path)
+        check_external_data(self.path, model.graph)
+        if any(_external_location(t) is not None for t in model.graph.initializer):
+            from onnx.external_data_helper import load_external_data_for_model
+
+            load_external_data_for_model(model, str(self.path.parent))
         graph = model.graph
         wanted = [self.layer_outputs[name] for name in names]
         known = {o.name for o in graph.output}
@@ -108,6 +127,37 @@ class OnnxGraph:
         return [r.transpose(0, 2, 3, 1) if r.ndim == 4 else r for r in results]
 
 
+def _external_location(tensor: Any) -> str | None:
+    from onnx import TensorProto
+
+    if tensor.data_location != TensorProto.EXTERNAL:
+        return None
+    return next((entry.value for entry in tensor.external_data if entry.key == "location"), "")
+
+
+def check_external_data(path: Path, graph: Any) -> None:
+    """Every initializer stored outside the graph must name a file inside the graph's own folder
+    (`model.onnx.data`, as torch's exporter writes it): an absolute path, `..` or a link out of
+    the folder is refused before anything is read."""
+    folder = path.parent.resolve()
+    for tensor in graph.initializer:
+        location = _external_location(tensor)
+        if location is None:
+            continue
+        relative = Path(location)
+        if not location or relative.is_absolute() or ".." in relative.parts:
+            raise CheckpointError(f"{path}: initializer '{tensor.name}' keeps its data at '{location}', outside the "
+                                  "graph's folder; only files beside the graph are read.")
+        resolved = (folder / relative).resolve()
+        if not resolved.is_relative_to(folder):
+            raise CheckpointError(f"{path}: initializer '{tensor.name}' keeps its data in '{location}', a link to "
+                                  f"{resolved}, outside the graph's folder; only files beside the graph are read.")
+        if not resolved.is_file():
+            raise CheckpointError(f"{path}: initializer '{tensor.name}' keeps its data in '{location}', which is "
+                                  f"not a file beside the graph (torch writes it as {path.name}.data: copy it "
+                                  "along with the graph).")
+
+
 def _runnable(path: Path, outputs: dict[str, str]) -> tuple[Any, str]:
     if importlib.util.find_spec("onnxruntime") is None:
         return None, "onnxruntime is not installed: each layer is checked on its own (pip install onnxruntime)"
@@ -116,8 +166,9 @@ def _runnable(path: Path, outputs: dict[str, str]) -> tuple[Any, str]:
 
 def _load(path: Path) -> Any:
     if importlib.util.find_spec("onnx") is None:
-        raise FrameworkError("reading ONNX files needs the Python package 'onnx' "
-                             "(pip install onnx); no runtime is needed.")
+        raise FrameworkError("reading ONNX files needs the Python package 'onnx' (pip install onnx); "
+                             "the weights are read without a runtime, and --verify runs the graph with "
+                             "onnxruntime where it is installed.")
     import onnx
 
     if not path.is_file():
