@@ -149,3 +149,8 @@ def tiny_torch(seed: int) -> Any:
         model.bn.running_var.uniform_(0.1, 2)
         model.bn.num_batches_tracked.fill_(7 + seed)
     return model.eval()
+
+
+def raising_factory(seed: int) -> Any:
+    """A user's `--target-factory` with a bug of its own (exit 8, not 1)."""
+    raise ValueError(f"no decoder for seed {seed}")

@@ -1,5 +1,5 @@
-"""Exit 1 is always a bug: the command line over every class of bad input in the README's
-table gives its documented exit code, a one-paragraph error (no traceback), a JSON report
+"""Exit 1 is always a bug: the command line over every class of bad input in the docs' table
+(docs/bad-input.md) gives its documented exit code, a one-paragraph error (no traceback), a JSON report
 saying why, and no output file. Tiny models keep each case fast."""
 
 from __future__ import annotations
@@ -141,6 +141,14 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], int]] = {
     "missing output folder": (lambda f: run_keras(f, keras_h5(f)) + ["--out", str(f / "no" / "out.keras")], 5),
     "verify: converted file of another architecture": (_converted_other_architecture, 5),
     "verify: converted values differ": (_converted_wrong, 6),
+    # issue 19, findings 4 and 5; issue 20: one exit code for a file that cannot be read, shipped names
+    "mapping nested 10**5 deep": (lambda f: ["--map", str(_text(f, "format: 1\nskip: " + "[" * 10**5 + "\n"))], 3),
+    "pattern with a choice under a quantifier": (lambda f: run_keras(f, keras_h5(f), layers="{'(c|cc)+1': c1}"), 3),
+    "twelve repeated parts in a row": (lambda f: run_keras(f, keras_h5(f), layers="{'" + "c*" * 12 + "1': c1}"), 3),
+    "--target-factory that raises": (lambda f: ["--map", str(mapping(f, keras_source(keras_h5(f)))),
+                                               "--target-factory", "checkpoints:raising_factory"], 8),
+    "missing mapping file": (lambda f: ["--map", str(f / "absent.yaml")], 5),
+    "unknown shipped mapping name": (lambda f: ["--map", "unet_vgg16_hd"], 3),
 }
 
 

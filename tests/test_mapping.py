@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MAPPINGS
-from transfer.errors import MappingError
+from transfer.errors import CheckpointError, MappingError
 from transfer.mapping import Rule, is_declared, load_mapping
 
 GOOD = """\
@@ -56,7 +56,9 @@ def _error(text: str) -> str:
 
 
 @pytest.mark.parametrize("broken, expected", [
-    ("format: 1\nsource: [unclosed\n", "<mapping>:3: not valid YAML"),
+    ("format: 1\nsource: [unclosed\n", ("<mapping>:2: not valid YAML: while parsing a flow sequence that starts at "
+                                        "line 2, column 9: expected ',' or ']', but got '<stream end>' (line 3, column 1). "
+                                        "Is a closing ']' missing on line 2?")),
     (GOOD.replace("format: 1", "format: 2"), "format: expected 1; received 2"),
     (GOOD.replace("skip:", "skipp:"), "skipp: unknown key. Did you mean 'skip'?"),
     (GOOD.replace("framework: keras, model: vgg16", "framework: jax, model: vgg16"),
@@ -85,8 +87,15 @@ def test_error_names_file_and_line(tmp_path: Path) -> None:
     assert message.startswith(f"{path}:1: format: expected 1")
 
 
-def test_missing_file_is_a_mapping_error(tmp_path: Path) -> None:
-    assert "cannot read the mapping file" in _error(str(tmp_path / "absent.yaml"))
+def test_a_missing_mapping_file_is_a_file_error_exit_5(tmp_path: Path) -> None:
+    """A file that cannot be read is exit 5, whichever file it is (it was 3 for a mapping)."""
+    with pytest.raises(CheckpointError, match=f"{tmp_path / 'absent.yaml'}: no such mapping file") as info:
+        load_mapping(str(tmp_path / "absent.yaml"))
+    assert info.value.exit_code == 5
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    with pytest.raises(CheckpointError, match="is not a file"):
+        load_mapping(str(folder))
 
 
 def test_rule_objects_are_plain_data() -> None:

@@ -248,3 +248,24 @@ def test_refusals_name_the_real_class() -> None:
 
 def nchw(x: np.ndarray) -> Any:
     return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+class RaisingNet(PermuteNet):
+    """A forward that fails on the probe of the stack check (a user's bug, not ours)."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+
+    def forward(self, x: Any) -> Any:
+        raise RuntimeError("my model is broken")
+
+
+def test_a_model_that_raises_in_the_stack_check_is_said_never_verified() -> None:
+    torch.manual_seed(5)
+    source, target = RaisingNet(), keras_net(None)
+    source.load_state_dict(PermuteNet(None).state_dict())
+    mapping = {**LIVE, "layers": {"conv": "conv", "mid": "mid"}, "skip": ["fc"], "untouched": ["fc"]}
+    result = transfer.transfer_weights(mapping, source=source, target=target, verify=True)
+    memory = result.report.verification[0]
+    assert memory.stack is None and "the model RaisingNet raised" in memory.stack_note
+    assert "my model is broken" in memory.stack_note and "how the layers are connected" in result.report.model_coverage

@@ -20,7 +20,7 @@ from transfer.report import (
 
 DOCUMENTED_KEYS = {"mapping", "source", "target", "transferred", "skipped", "untouched", "frozen", "params_moved",
                    "preprocessing", "notes", "warnings", "checked_only", "output", "mapping_sha256",
-                   "source_sha256", "tensor_sha256", "verification", "versions", "ok", "coverage",
+                   "source_sha256", "tensor_sha256", "verification", "versions", "ok", "coverage", "verified_only",
                    "model_coverage", "unproven"}
 
 

@@ -161,7 +161,8 @@ def test_check_and_verify_together_is_a_usage_error(notop_h5: Path, capsys) -> N
     assert caught.value.code == 2 and "transfer-weights verify" in capsys.readouterr().err
 
 
-def test_verify_command_passes_a_good_conversion_and_changes_nothing(vgg16_bn_pth: Path, tmp_path: Path) -> None:
+def test_verify_command_passes_a_good_conversion_and_changes_nothing(vgg16_bn_pth: Path, tmp_path: Path,
+                                                                   capsys) -> None:
     from transfer.checksums import file_sha256
 
     mapping, out = str(MAPPINGS / "segnet_torch_vgg16_bn.yaml"), tmp_path / "segnet.pth"
@@ -169,7 +170,10 @@ def test_verify_command_passes_a_good_conversion_and_changes_nothing(vgg16_bn_pt
     before = file_sha256(out)
     report_path = tmp_path / "r.json"
     assert main(["verify", "--map", mapping, "--target", str(out), "--source-weights", str(vgg16_bn_pth),
-                 "--report", str(report_path), "--quiet"]) == 0
+                 "--report", str(report_path)]) == 0
+    said = capsys.readouterr().out  # in its own words: nothing moved, frozen or written
+    assert "checked 26 layers" in said and "nothing was changed or written" in said
+    assert "moved" not in said and "froze" not in said
     assert file_sha256(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "segnet.pth"]
     stage = json.loads(report_path.read_text())["verification"][0]
     assert stage["stage"] == "converted model" and len(stage["layers"]) == 26 and stage["stack"]["ok"]

@@ -26,6 +26,7 @@ from transfer.errors import (
     MappingError,
     StrictModeError,
     TransferWeightsError,
+    UserCodeError,
     VerificationError,
 )
 
@@ -60,7 +61,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "CheckpointError", "FrameworkError", "IncompatibleWeightsError", "Mapping", "MappingError",
-    "Report", "StrictModeError", "TransferResult", "TransferWeightsError", "Verification",
+    "Report", "StrictModeError", "TransferResult", "TransferWeightsError", "UserCodeError", "Verification",
     "VerificationError", "__version__", "load_mapping", "register_custom_layers",
     "transfer_weights", "verify_weights",
 ]

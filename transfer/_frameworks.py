@@ -11,23 +11,50 @@ with an explanation instead of letting the interpreter crash.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from types import ModuleType
 
+from transfer import progress
 from transfer.errors import FrameworkError
+
+# TensorFlow's start-up lines (absl's "All log messages before absl::InitializeLog()",
+# oneDNN's "custom operations are on", cpu_feature_guard's "rebuild TensorFlow"): printed on
+# stderr whatever TF_CPP_MIN_LOG_LEVEL says, unless oneDNN's custom ops are off too.
+QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 
 def _installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def quiet_frameworks() -> None:
+    """Silence TensorFlow's start-up lines: set before TensorFlow is imported, each variable
+    only where the user has not set it (a value the user set wins). With oneDNN's custom ops off
+    TensorFlow's CPU kernels round in the same order every run; the moved tensors are not
+    computed, so the transfer's results are the same either way. Called whenever this package
+    is the one importing Keras (so TensorFlow); a process that imported TensorFlow first keeps
+    its own settings."""
+    if "tensorflow" in sys.modules:
+        return
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+_LOADING = {"keras": "loading Keras (and its backend)", "torch": "loading PyTorch",
+            "torchvision": "loading torchvision", "onnx": "loading onnx", "onnxruntime": "loading onnxruntime"}
+
+
 def _import(name: str, purpose: str) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
     if not _installed(name):
         raise FrameworkError(
             f"{purpose} needs the Python package '{name}', which is not installed. "
             "Install transfer-weights with its dependencies (see README, 'Install')."
         )
-    return importlib.import_module(name)
+    with progress.step(_LOADING.get(name, f"loading {name}")):
+        return importlib.import_module(name)
 
 
 def preload_triton() -> None:
@@ -62,6 +89,8 @@ def triton_crash_risk() -> bool:
 def keras() -> ModuleType:
     """Import Keras 3 (and, first, triton, so that torch can be imported safely later)."""
     preload_triton()
+    if "keras" not in sys.modules:
+        quiet_frameworks()
     module = _import("keras", "Keras models and weight files")
     if not module.__version__.startswith("3."):
         raise FrameworkError(f"transfer-weights needs Keras 3; found keras {module.__version__}.")

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from transfer import progress
 from transfer._version import __version__
 from transfer.adapter import Weights
 from transfer.checksums import file_sha256, tensor_sha256
@@ -71,7 +72,9 @@ def run(mapping: Mapping, source: Weights, target: Weights, options: Options) ->
                     _record(report, compare_written(plan.pairs, target, reloaded, "written file, reloaded"),
                             f"{mapping.origin}: output {path.name}")
 
-            target.save(options.out, check_written if options.verify else None)
+            checked = ", then reloading and comparing it" if options.verify else ""
+            with progress.step(f"writing {options.out}{checked}"):
+                target.save(options.out, check_written if options.verify else None)
             report.output = str(options.out)
     except BaseException:  # errors, Ctrl-C and SIGTERM alike: put the target back, then re-raise
         if snapshot is not None:
@@ -89,13 +92,15 @@ def verify_converted(mapping: Mapping, source: Weights, target: Weights) -> Repo
     layer or the stack diverges."""
     plan = plan_transfer(mapping, source, target)
     report = new_report(mapping, plan, source, target, checked_only=False)
+    report.verified_only = True
     _verify(report, plan, source, target, "converted model", source.runnable(), mapping.origin)
     return report
 
 
 def _verify(report: Report, plan: Plan, source: Weights, target: Weights, stage: str,
             runnable: Any, where: str) -> None:
-    result = verify_transfer(plan.pairs, source, target, stage, runnable)
+    with progress.step(f"verifying {len(plan.pairs)} layers ({stage})"):
+        result = verify_transfer(plan.pairs, source, target, stage, runnable)
     report.coverage, report.model_coverage = coverage(plan, result)
     _record(report, result, where)
 
@@ -153,11 +158,16 @@ def check_tensors(plan: Plan, source: Weights, origin: str,
     transfers keep the prepared tensors (returned); large ones are checked and dropped (None),
     and `assign` reads them again one layer at a time."""
     total = sum(t.size * np.dtype(_numpy_dtype(t.dtype)).itemsize for p in plan.pairs for t in p.source.tensors)
-    if total <= (STAGE_LIMIT_BYTES if stage_limit is None else stage_limit):
-        return [_prepare(pair, source, origin) for pair in plan.pairs]
-    for pair in plan.pairs:
-        _prepare(pair, source, origin)
-    return None
+    keep = total <= (STAGE_LIMIT_BYTES if stage_limit is None else stage_limit)
+    staged = []
+    with progress.step(f"reading and checking the tensors of {len(plan.pairs)} layers ({total / 1e6:,.1f} MB)",
+                       total=len(plan.pairs)) as advance:
+        for pair in plan.pairs:
+            prepared = _prepare(pair, source, origin)
+            if keep:
+                staged.append(prepared)
+            advance()
+    return staged if keep else None
 
 
 def assign(plan: Plan, staged: list[tuple[Pair, list[np.ndarray], tuple[str, ...]]] | None,
@@ -253,7 +263,11 @@ def _prepare(pair: Pair, source: Weights, origin: str) -> tuple[Pair, list[np.nd
     arrays = source.read(pair.source.name)
     notes = _check_values(pair, arrays, source)
     final = []
-    for array, spec, stored in zip(convert_pair(pair, arrays, origin), pair.target.tensors, pair.source.tensors):
+    # a kind may hold more tensors on the target's side (an attention's 4 torch tensors are 8 in
+    # Keras): every converted tensor is kept, each compared with the source tensor at its place
+    # (or the last one) for the dtype note
+    stored_specs = [pair.source.tensors[min(i, len(pair.source.tensors) - 1)] for i in range(len(pair.target.tensors))]
+    for array, spec, stored in zip(convert_pair(pair, arrays, origin), pair.target.tensors, stored_specs):
         if list(array.shape) != list(spec.shape):  # planned shapes were checked; files can lie
             raise IncompatibleWeightsError(
                 f"{source.path or source.description}: layer '{pair.source.name}' "

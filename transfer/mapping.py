@@ -18,8 +18,13 @@ from typing import Any, Literal
 
 import yaml
 
-from transfer.errors import MappingError
+from transfer import shipped
+from transfer.errors import CheckpointError, MappingError
 from transfer.layout import ADAPT_POLICIES
+from transfer.patterns import GLOB_CHARS, REGEX_CHARS, glob_suggestions, is_regex, pattern_problem
+
+__all__ = ["REGEX_CHARS", "Mapping", "ModelSpec", "Rule", "did_you_mean", "is_declared", "is_regex",
+           "load_mapping", "parse_model_spec"]
 
 FORMAT_VERSION = 1
 FRAMEWORKS = ("keras", "torch")
@@ -29,9 +34,6 @@ _TOP_KEYS = ("format", "description", "source", "target", "layers", "skip", "unt
 _SOURCE_KEYS = ("framework", "model", "weights", "include_top", "batchnorm_epsilon", "preprocessing")
 _TARGET_KEYS = ("framework", "model", "file", "config", "preprocessing", "seed")
 _RULE_KEYS = ("target", "flatten", "epsilon", "adapt")
-# A rule key holding any of these characters is a regular expression; otherwise it is a
-# literal layer name (so the dots of `features.0` stay literal).
-REGEX_CHARS = frozenset("\\()[]*+?|^${}")
 
 # Bounds on hostile input: a mapping is a few kilobytes written by a person.
 MAX_BYTES = 1 << 20  # 1 MiB of text
@@ -108,7 +110,11 @@ def is_declared(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def did_you_mean(name: str, candidates: list[str] | tuple[str, ...]) -> str:
-    """A ' Did you mean ...?' suffix, or '' when nothing is close."""
+    """A ' Did you mean ...?' suffix, or '' when nothing is close. For a glob (`blok*`), the
+    closest glob that matches one of the candidates (`block*`)."""
+    if GLOB_CHARS & set(name):
+        suggestions = glob_suggestions(name, candidates)
+        return f" Did you mean {suggestions[0]!r}?" if suggestions else ""
     close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
     if not close and len(name) >= 3:  # a shortened name: 'unet' for 'unet_vgg16'
         close = [c for c in candidates if name.lower() in c.lower()][:3]
@@ -116,44 +122,164 @@ def did_you_mean(name: str, candidates: list[str] | tuple[str, ...]) -> str:
 
 
 def load_mapping(mapping: MappingInput) -> Mapping:
-    """Parse and validate a mapping given as a path, a YAML string or a dict."""
+    """Parse and validate a mapping given as a path, the name of a shipped mapping
+    (`unet_vgg16_hed`, `.yaml` optional; a path that exists wins), a YAML string or a dict.
+
+    Raises `MappingError` (exit 3) for a malformed mapping or an unknown name, and
+    `CheckpointError` (exit 5) for a file that cannot be read."""
     if isinstance(mapping, TypingMapping):
         return _Validator(None, {}).mapping(dict(mapping), None)
-    path: Path | None = None
-    if isinstance(mapping, Path) or (isinstance(mapping, str) and "\n" not in mapping
-                                     and (mapping.endswith((".yaml", ".yml")) or Path(mapping).is_file())):
-        path = Path(mapping)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise MappingError(f"{path}: cannot read the mapping file: {exc.strerror or exc}.") from exc
-        except UnicodeDecodeError as exc:
-            raise MappingError(f"{path}: the mapping file is not UTF-8 text ({exc.reason}).") from exc
+    path = _mapping_path(mapping)
+    if path is not None:
+        text = _read_mapping_file(path)
     else:
         text = str(mapping)
+        if len(text) > MAX_BYTES:
+            raise MappingError(f"<mapping>: {len(text):,} characters; a mapping may have at most {MAX_BYTES:,}.")
     origin = str(path) if path else "<mapping>"
-    if len(text) > MAX_BYTES:
-        raise MappingError(f"{origin}: {len(text):,} characters; a mapping file may have at most "
-                           f"{MAX_BYTES:,}.")
-    lines = _parse_lines(text, origin)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:  # e.g. a python/object tag, which safe_load refuses
-        raise MappingError(f"{origin}: not a plain-data YAML document: {exc}.") from exc
+    lines, data = _parse(text, origin)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return _Validator(path, lines).mapping(data, digest)
 
 
-def _parse_lines(text: str, origin: str) -> dict[tuple[str, ...], int]:
+def _mapping_path(mapping: str | Path) -> Path | None:
+    """The file a `--map` value names, or None when it is YAML text. A path that exists wins; a
+    bare name (`unet_vgg16_hed`, `unet_vgg16_hed.yaml`) is looked up among the shipped mappings."""
+    if isinstance(mapping, Path):
+        return mapping
+    if "\n" in mapping:
+        return None
+    path = Path(mapping)
+    if path.is_file():
+        return path
+    if path.exists():
+        raise CheckpointError(f"{path}: is not a file; expected a mapping file (YAML) or the name of a "
+                              "shipped mapping (`transfer-weights mappings` lists them).")
+    is_name = bool(_NAME.fullmatch(mapping))
+    found = shipped.shipped_path(mapping) if is_name else None
+    if found is not None:
+        return found
+    if mapping.endswith(shipped.SUFFIXES) and not is_name:  # a path to a file that is not there
+        raise CheckpointError(f"{path}: no such mapping file (relative paths start in {Path.cwd()}).")
+    if mapping.endswith(shipped.SUFFIXES):  # a file name here, or a shipped name: neither exists
+        hint = did_you_mean(shipped.bare_name(mapping), shipped.shipped_names())
+        raise CheckpointError(f"{path}: no such mapping file in {Path.cwd()}, and no shipped mapping has that "
+                              f"name.{hint} `transfer-weights mappings` lists the shipped ones.")
+    if is_name:
+        hint = did_you_mean(mapping, shipped.shipped_names())
+        raise MappingError(f"{mapping}: no mapping file of that name here, and no shipped mapping called "
+                           f"{mapping!r}.{hint} `transfer-weights mappings` lists the shipped ones.")
+    return None
+
+
+_NAME = re.compile(r"[\w.+-]+")
+
+
+def _read_mapping_file(path: Path) -> str:
+    """The text of a mapping file, read at most MAX_BYTES + 1 bytes far (a 50 MB file costs no
+    more memory than a 1 MiB one)."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the mapping file: {exc.strerror or exc}.") from exc
+    if len(raw) > MAX_BYTES:
+        raise MappingError(f"{path}: more than {MAX_BYTES:,} bytes; a mapping file may have at most "
+                           f"{MAX_BYTES:,}.")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise MappingError(f"{path}:{line}: the mapping file is not UTF-8 text ({exc.reason} at byte "
+                           f"{exc.start:,}).") from exc
+
+
+def _parse(text: str, origin: str) -> tuple[dict[tuple[str, ...], int], Any]:
+    """Line numbers of every key, and the plain data. The nesting depth is measured on the
+    token stream before the composer (which recurses once per level) sees the text; the
+    document's size after alias expansion is measured before anything walks it."""
+    _check_depth(text, origin)
+    try:
+        loader = yaml.SafeLoader(text)  # its reader refuses control characters at once
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, origin) from exc
+    try:
+        try:
+            root = loader.get_single_node()
+        except yaml.YAMLError as exc:
+            raise _yaml_error(exc, origin) from exc
+        if root is None:
+            return {}, None
+        _check_size(root, origin)
+        lines = _key_lines(root, origin)
+        try:
+            data = loader.construct_document(root)
+        except yaml.YAMLError as exc:  # e.g. a python/object tag, which the safe loader refuses
+            raise MappingError(f"{origin}: not a plain-data YAML document: {exc}.") from exc
+    finally:
+        loader.dispose()
+    return lines, data
+
+
+_OPENS = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken, yaml.BlockSequenceStartToken,
+          yaml.BlockMappingStartToken)
+_CLOSES = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
+
+
+def _check_depth(text: str, origin: str) -> None:
+    """Refuse nesting deeper than MAX_DEPTH from the tokens alone: the scanner does not recurse,
+    and stops being asked at the first level too deep, so `[[[[...` 10**5 deep costs a few
+    dozen tokens (and the scanner's look-ahead of at most 1024 characters). A sequence written
+    at its key's indentation has no start token; it is counted exactly by `_check_size` later,
+    the composer's recursion staying bounded either way. A text the scanner cannot read is left
+    to the parser, which says where. (libyaml's scanner, through PyYAML's C loader, yields a
+    different token stream for the same text: the pure-Python one is used.)"""
+    scanner = yaml.SafeLoader
+    depth = 0
+    try:
+        for token in yaml.scan(text, Loader=scanner):
+            if isinstance(token, _OPENS):
+                depth += 1
+                if depth - 1 > MAX_DEPTH:  # the top-level collection is depth 0
+                    raise MappingError(f"{origin}:{token.start_mark.line + 1}: nested deeper than "
+                                       f"{MAX_DEPTH} levels; a mapping file is refused past that.")
+            elif isinstance(token, _CLOSES):
+                depth -= 1
+    except yaml.YAMLError:
+        return
+
+
+def _yaml_error(exc: yaml.YAMLError, origin: str) -> MappingError:
+    """PyYAML's error as one line: where (its marks are 0-based), what, and the construct it
+    was reading. An unclosed flow collection is reported on the line that opened it."""
+    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.character, int):
+        return MappingError(f"{origin}: not valid YAML: the character {exc.character:#06x} (at character "
+                            f"{exc.position:,}) is not allowed in a YAML document.")
+    problem = getattr(exc, "problem", None)
+    if problem is None:
+        return MappingError(f"{origin}: not valid YAML: {' '.join(str(exc).split())}.")
+    problem_mark, context_mark = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
+    context = getattr(exc, "context", None)
+
+    def at(mark: Any) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    text = f"{problem}" + (f" ({at(problem_mark)})" if problem_mark is not None else "")
+    line = problem_mark.line + 1 if problem_mark is not None else None
+    hint = ""
+    if context and context_mark is not None:
+        text = f"{context} that starts at {at(context_mark)}: {text}"
+        if not context.startswith("while parsing a block"):  # a flow collection, a quote, a key
+            line = context_mark.line + 1
+        for name, closer in (("flow sequence", "]"), ("flow mapping", "}")):
+            if name in context:
+                hint = f" Is a closing '{closer}' missing on line {context_mark.line + 1}?"
+    return MappingError(f"{origin}{f':{line}' if line else ''}: not valid YAML: {text}.{hint}")
+
+
+def _key_lines(root: yaml.Node, origin: str) -> dict[tuple[str, ...], int]:
     """Line numbers of every mapping key; also rejects duplicate keys, which YAML would
     silently collapse (two rules for one source layer must be an error)."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise MappingError(f"{origin}{where}: not valid YAML: {problem}.") from exc
     lines: dict[tuple[str, ...], int] = {}
 
     def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
@@ -176,9 +302,7 @@ def _parse_lines(text: str, origin: str) -> dict[tuple[str, ...], int]:
                 lines[prefix + (str(index),)] = item.start_mark.line + 1
                 walk(item, prefix + (str(index),))
 
-    if root is not None:
-        _check_size(root, origin)
-        walk(root, ())
+    walk(root, ())
     return lines
 
 
@@ -208,39 +332,6 @@ def _check_size(root: yaml.Node, origin: str) -> None:
         return total
 
     size(root, 0)
-
-
-def is_regex(key: str) -> bool:
-    """A rule key is a regular expression when it holds one of `REGEX_CHARS`."""
-    return bool(REGEX_CHARS & set(key))
-
-
-def nested_quantifier(pattern: str) -> str:
-    """The first group that holds a repetition and is itself repeated (`(a+)+`, `(\\w*)*`,
-    `(x|y+){2,}`), the shape of catastrophic backtracking; '' when there is none."""
-    stack: list[tuple[int, bool]] = []  # (start, holds a repetition) per open group
-    index = 0
-    while index < len(pattern):
-        char = pattern[index]
-        if char == "\\":
-            index += 2
-            continue
-        if char == "[":  # a character class: skip to its end
-            index = pattern.find("]", index + 2) + 1 or len(pattern)
-            continue
-        if char == "(":
-            stack.append((index, False))
-        elif char in "*+{" and stack:
-            stack[-1] = (stack[-1][0], True)
-        elif char == ")" and stack:
-            start, repeats_inside = stack.pop()
-            follower = pattern[index + 1: index + 2]
-            if repeats_inside and follower in ("*", "+", "{"):
-                return pattern[start: index + 2]
-            if repeats_inside and stack:
-                stack[-1] = (stack[-1][0], True)
-        index += 1
-    return ""
 
 
 def parse_model_spec(data: Any, role: str) -> ModelSpec:
@@ -358,15 +449,13 @@ class _Validator:
         target = self.string(value, keys + (("target",) if options else ()))
         is_pattern = is_regex(source)
         if is_pattern:
+            problem = pattern_problem(source)  # before compiling: `re`'s parser recurses too
+            if problem:
+                raise self.fail(keys, problem)
             try:
                 compiled = re.compile(source)
-            except re.error as exc:
-                raise self.fail(keys, f"not a valid regular expression: {exc}.") from exc
-            nested = nested_quantifier(source)
-            if nested:
-                raise self.fail(keys, f"the pattern repeats a group that repeats itself ({nested}); "
-                                      "such a pattern can take exponential time on a long layer "
-                                      "name. Write it without the nested repetition.")
+            except (re.error, OverflowError, RecursionError) as exc:
+                raise self.fail(keys, f"the pattern '{source}' is not a valid regular expression: {exc}.") from exc
             self.check_template(keys, target, compiled.groups)
         return Rule(source=source, target=target, is_pattern=is_pattern,
                     line=self.lines.get(keys), flatten=self.flatten(options.get("flatten", "auto"), keys),

@@ -18,6 +18,7 @@ from transfer.dense_inputs import DenseInputs, resolve_dense_inputs, unplanned_d
 from transfer.errors import IncompatibleWeightsError, MappingError, StrictModeError
 from transfer.layers import Kind, LayerSpec
 from transfer.mapping import Mapping, Rule, did_you_mean, is_declared
+from transfer.patterns import regex_hint, unused_entry_notes
 from transfer.report import SkippedLayer, UntouchedLayer
 
 
@@ -114,7 +115,8 @@ def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bo
     for index, rule in enumerate(mapping.rules):
         if rule.is_pattern and index not in used_rules:
             raise MappingError(f"{origin}: {_rule_where(rule)}: the pattern '{rule.source}' "
-                               f"matches no weighted layer of {source.description}.")
+                               f"matches no weighted layer of {source.description}."
+                               f"{regex_hint(rule.source, list(sources))}")
     pairs = [dataclasses.replace(p, inputs=resolve_dense_inputs(p, source, target, _where(origin, p), establish))
              if kinds.reads_flattened(p.kind) else p for p in pairs]
     _check_shapes(pairs, origin)
@@ -126,9 +128,9 @@ def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bo
         plan.notes.append(f"normalisation epsilon of {len(unknown_eps)} source layer(s) unknown (Keras weight "
                           "files do not store it): assumed equal to the target's; set "
                           "source.batchnorm_epsilon to have it checked")
-    unused = [p for p in mapping.skip if not any(is_declared(s, (p,)) for s in sources)]
-    if unused:
-        plan.notes.append(f"skip entries absent from this source: {', '.join(unused)}")
+    plan.notes += unused_entry_notes("skip", mapping.skip, list(sources), [s.layer for s in skipped if not s.declared])
+    plan.notes += unused_entry_notes("untouched", mapping.untouched, list(targets),
+                                     [u.layer for u in untouched if not u.declared])
     if strict and plan.strict_problems():
         problems = plan.strict_problems()
         raise StrictModeError(f"{origin}: --strict: {len(problems)} undeclared "

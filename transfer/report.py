@@ -134,6 +134,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     checked_only: bool = False
+    verified_only: bool = False  # `transfer-weights verify`: a model converted earlier checked, nothing changed
     output: str | None = None
     mapping_sha256: str | None = None
     source_sha256: str | None = None
@@ -191,9 +192,13 @@ def to_json(report: Report) -> str:
 
 def summary(report: Report) -> str:
     """A few lines a person reads at a glance; the JSON has the full table."""
-    verb = "would move" if report.checked_only else "moved"
-    lines = [(f"transfer-weights: {verb} {len(report.transferred)} layers "
-             f"({report.params_moved:,} parameters) from {report.source} into {report.target}")]
+    if report.verified_only:
+        lines = [(f"transfer-weights: checked {len(report.transferred)} layers ({report.params_moved:,} parameters) "
+                  f"of {report.target} against {report.source}; nothing was changed or written")]
+    else:
+        verb = "would move" if report.checked_only else "moved"
+        lines = [(f"transfer-weights: {verb} {len(report.transferred)} layers "
+                  f"({report.params_moved:,} parameters) from {report.source} into {report.target}")]
     for declared, label in ((True, "declared in skip"), (False, "NO RULE MATCHED")):
         names = [s.layer for s in report.skipped if s.declared == declared]
         if names:
@@ -202,7 +207,7 @@ def summary(report: Report) -> str:
         names = [u.layer for u in report.untouched if u.declared == declared]
         if names:
             lines.append(f"  left {len(names)} target layer(s) at their initial values, {label}: {compact(names)}")
-    if report.frozen:
+    if report.frozen and not report.verified_only:
         verb = "would freeze" if report.checked_only else "froze"
         lines.append(f"  {verb} {len(report.frozen)} target layer(s): {compact(report.frozen)}")
     adapted = [f"{t.target} {t.adapted['in_channels'][0]}->{t.adapted['in_channels'][1]} ({t.adapted['policy']})"

@@ -43,8 +43,9 @@ def open_target(spec: Mapping, target: TargetInput = None) -> OpenedTarget:
     if isinstance(target, Path) or (isinstance(target, str) and target.endswith(".keras")):
         model, owned = load_keras_file(Path(target)), False
     elif isinstance(target, str) and ":" in target:
-        factory = load_callable(target)
-        model = call_builder(factory, target_spec.config, config_where, target_spec.seed, target_spec.framework)
+        factory = load_callable(target, user_code=True)
+        model = call_builder(factory, target_spec.config, config_where, target_spec.seed, target_spec.framework,
+                             user_code=f"the target factory {target}")
         owned = True
     elif isinstance(target, str):
         model = build_target(dataclasses.replace(target_spec, model=target), spec.origin)
@@ -52,7 +53,9 @@ def open_target(spec: Mapping, target: TargetInput = None) -> OpenedTarget:
     elif target is None:
         model, owned = build_target(target_spec, spec.origin), False
     elif callable(target) and _frameworks.framework_of(target) is None:
-        model = call_builder(target, target_spec.config, config_where, target_spec.seed, target_spec.framework)
+        name = getattr(target, "__qualname__", None) or type(target).__name__
+        model = call_builder(target, target_spec.config, config_where, target_spec.seed, target_spec.framework,
+                             user_code=f"the target factory {getattr(target, '__module__', None) or '?'}.{name}")
         owned = True
     else:
         model, owned = target, True

