@@ -41,7 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 VGG_CONVS = [f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3)) for c in range(1, n + 1)]
 
@@ -306,7 +306,7 @@ def make_files(folder: Path, scaling: list[float]) -> dict[str, float]:
     import numpy as np
     import torch
 
-    from checkpoints import keras_vgg16, torchvision_vgg16, write_legacy_h5
+    from helpers.checkpoints import keras_vgg16, torchvision_vgg16, write_legacy_h5
 
     full = keras_vgg16(include_top=True, seed=0)
     write_legacy_h5(full, folder / "vgg16_full.h5")

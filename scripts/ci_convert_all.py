@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 RECORD = ROOT / "scripts" / "ci_checksums.json"
 
 # job -> (mapping, checkpoint it reads, output suffix); a job named after its mapping reads
@@ -67,7 +67,7 @@ def make_checkpoints(folder: Path) -> None:
     import torchvision
     from safetensors.torch import save_file
 
-    from checkpoints import keras_vgg16, randomize_keras, randomize_torch, torchvision_vgg16, write_legacy_h5
+    from helpers.checkpoints import keras_vgg16, randomize_keras, randomize_torch, torchvision_vgg16, write_legacy_h5
 
     write_legacy_h5(keras_vgg16(include_top=False, seed=0, input_shape=(None, None, 3)),
                     folder / "keras_vgg16_notop.h5")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import transfer  # noqa: E402  (first: loads triton before TensorFlow; see README)
@@ -30,7 +30,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from lite0_torch import load_lite0  # noqa: E402
+
+from helpers.lite0_torch import load_lite0  # noqa: E402
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "hubble_deep_field")
 MAPPING = ROOT / "mappings" / "efficientnet_lite0_torch_to_keras.yaml"

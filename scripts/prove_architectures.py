@@ -5,7 +5,8 @@ converted target on the same random inputs, in both directions.
 For every architecture and direction: a source model with seeded random weights (every
 tensor, BatchNorm statistics and layer scales included) is saved in the format its
 framework publishes (torch `.pth` state dict; Keras legacy `.h5` laid out like
-keras.applications' files), moved by the shipped mapping through the library call with
+keras.applications' files; for the shipped Keras ViT, which keras.applications lacks, its
+native `.keras` file), moved by the shipped mapping through the library call with
 `--strict --verify`, and both models are run on the same N inputs (224x224, standard
 normal, NCHW for torch). Printed per row: max |difference| / max |logit|, and whether the
 top-1 class agrees on every input. Exit 1 if any row exceeds the bound.
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import transfer  # noqa: E402  (first: loads triton before TensorFlow; see README)
@@ -39,18 +40,22 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
-from checkpoints import max_rel_diff, randomize_keras, randomize_torch, write_legacy_h5  # noqa: E402
+from helpers.checkpoints import max_rel_diff, randomize_keras, randomize_torch, write_legacy_h5  # noqa: E402
 from transfer.sources import without_input_scaling  # noqa: E402
 
 BOUND = 1e-4
-# architecture -> (torchvision builder, keras.applications builder and arguments)
+# architecture -> (torchvision builder, Keras builder and arguments: a keras.applications name, or
+# a shipped builder "module:function")
 ARCHITECTURES: dict[str, tuple[str, str, dict[str, Any]]] = {
     "resnet50": ("resnet50", "ResNet50", {}),
     "densenet121": ("densenet121", "DenseNet121", {}),
     "convnext_tiny": ("convnext_tiny", "ConvNeXtTiny", {"include_preprocessing": False}),
     "efficientnet_b0": ("efficientnet_b0", "EfficientNetB0", {}),
     "mobilenet_v3_large": ("mobilenet_v3_large", "MobileNetV3Large", {}),
+    "vit_b_16": ("vit_b_16", "transfer.targets.keras_vit:build_vit", {}),  # the shipped Keras ViT (ViT-B/16)
 }
+# the shipped mappings' stem where it is not the architecture's name
+MAPPING_STEM = {"vit_b_16": "vit"}
 # Keras models that scale raw RGB inside: compared after that scaling, i.e. with those layers
 # made identities (the torch model takes torch-normalised input)
 INPUT_SCALING = {"efficientnet_b0", "mobilenet_v3_large"}
@@ -67,21 +72,48 @@ def torch_logits(model: Any, x: np.ndarray) -> np.ndarray:
                           for b in np.array_split(x, max(1, len(x) // 4))]).numpy()
 
 
+def scaled_attention(module: Any, seed: int) -> Any:
+    """`randomize_torch` leaves an nn.MultiheadAttention's in_proj_weight at uniform(0.5, 1.5),
+    which saturates every softmax; give it He-scaled values like the other kernels."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for sub in module.modules():
+            if isinstance(sub, torch.nn.MultiheadAttention) and sub.in_proj_weight is not None:
+                fan_in = sub.in_proj_weight.shape[1]
+                sub.in_proj_weight.copy_(torch.randn(sub.in_proj_weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+                if sub.in_proj_bias is not None:
+                    sub.in_proj_bias.copy_(torch.randn(sub.in_proj_bias.shape, generator=generator) * 0.1)
+    return module
+
+
+def keras_source(builder: str, kwargs: dict[str, Any]) -> Any:
+    if ":" in builder:  # a shipped builder
+        from transfer.targets import load_callable
+
+        return load_callable(builder)(**kwargs)
+    return getattr(keras.applications, builder)(weights=None, **kwargs)
+
+
 def prove(name: str, direction: str, x: np.ndarray, folder: Path) -> dict[str, Any]:
     torch_builder, keras_builder, keras_kwargs = ARCHITECTURES[name]
+    stem = MAPPING_STEM.get(name, name)
     started = time.perf_counter()
     if direction == "torch->keras":
         torch.manual_seed(0)
-        source = randomize_torch(getattr(torchvision.models, torch_builder)(weights=None), seed=3)
+        source = scaled_attention(randomize_torch(getattr(torchvision.models, torch_builder)(weights=None), seed=3), 3)
         checkpoint = folder / f"{name}.pth"
         torch.save(source.state_dict(), checkpoint)
-        mapping = ROOT / "mappings" / f"{name}_torchvision_to_keras.yaml"
+        mapping = ROOT / "mappings" / f"{stem}_torchvision_to_keras.yaml"
     else:
-        source = randomize_keras(getattr(keras.applications, keras_builder)(weights=None, **keras_kwargs), seed=4)
-        checkpoint = write_legacy_h5(source, folder / f"{name}.h5")
+        source = randomize_keras(keras_source(keras_builder, keras_kwargs), seed=4)
+        if ":" in keras_builder:  # no published legacy file: the native Keras 3 model file
+            checkpoint = folder / f"{name}.keras"
+            source.save(checkpoint)
+        else:
+            checkpoint = write_legacy_h5(source, folder / f"{name}.h5")
         if name in INPUT_SCALING:
             without_input_scaling(source)
-        mapping = ROOT / "mappings" / f"{name}_keras_to_torchvision.yaml"
+        mapping = ROOT / "mappings" / f"{stem}_keras_to_torchvision.yaml"
     result = transfer.transfer_weights(str(mapping), source_weights=checkpoint, strict=True, verify=True)
     if direction == "torch->keras":
         expected, got = torch_logits(source, x), keras_logits(result.model, x)

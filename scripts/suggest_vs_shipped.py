@@ -14,7 +14,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 
 import transfer  # noqa: E402  (first: loads triton before TensorFlow; see README)
 from transfer.cli import quiet_frameworks  # noqa: E402

@@ -16,14 +16,14 @@ import transfer  # noqa: F401  (first: loads triton, so any later framework impo
 import pytest
 import yaml
 
-from checkpoints import (
+from helpers.checkpoints import (
     keras_vgg16,
     torch_state_dict_without_counters,
     torchvision_vgg16,
     write_legacy_h5,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "mappings"
 
 

@@ -30,8 +30,16 @@ from transfer.errors import (
     VerificationError,
 )
 
+
+def _register_keras_layers(keras_module: Any) -> None:
+    """Keras 3 only (Keras 2 cannot load these files anyway); the modules register on import."""
+    if str(getattr(keras_module, "__version__", "")).startswith("3."):
+        for module in ("transfer.targets.keras_pooling", "transfer.targets.keras_vit"):
+            importlib.import_module(module)
+
+
 _frameworks.preload_triton()
-_frameworks.register_keras_layers_when_keras_loads()
+_frameworks.register_keras_layers_when_keras_loads(_register_keras_layers)
 
 if TYPE_CHECKING:
     from transfer.api import TransferResult, transfer_weights, verify_weights

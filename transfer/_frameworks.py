@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 from transfer import progress
@@ -63,22 +64,18 @@ def preload_triton() -> None:
         importlib.import_module("triton")
 
 
-def register_keras_layers_when_keras_loads() -> None:
-    """Register this package's Keras layers (SegNet's pooling) the moment Keras is imported, or
-    now if it already is. `keras.saving.load_model` resolves custom layers only through Keras'
-    registry (it never imports a non-Keras module named in a file), and `import transfer` must
-    not import Keras for torch-only users: a post-import hook (wrapt's, the one TensorFlow itself
-    depends on) gives both. Skipped for Keras 2, which cannot load these files anyway."""
+def register_keras_layers_when_keras_loads(register: Callable[[ModuleType], None]) -> None:
+    """Call `register(keras)` the moment Keras is imported, or now if it already is: this
+    package's Keras layers (SegNet's pooling, the ViT's embeddings) must be in Keras' registry
+    for `keras.saving.load_model` (it never imports a non-Keras module named in a file), and
+    `import transfer` must not import Keras for torch-only users. A post-import hook (wrapt's,
+    the one TensorFlow itself depends on) gives both. The caller (`transfer/__init__`) names
+    the layers' modules, so this module depends on no target."""
     if not _installed("keras"):
         return
     import wrapt
 
-    wrapt.register_post_import_hook(_register_keras_layers, "keras")
-
-
-def _register_keras_layers(keras_module: ModuleType) -> None:
-    if str(getattr(keras_module, "__version__", "")).startswith("3."):
-        importlib.import_module("transfer.targets.keras_pooling")  # registers on import
+    wrapt.register_post_import_hook(register, "keras")
 
 
 def triton_crash_risk() -> bool:

@@ -19,7 +19,6 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from transfer import _frameworks
 from transfer.errors import MappingError
 from transfer.layers import LayerSpec
 
@@ -175,18 +174,7 @@ class ReadOnlyWeights(Closing):
             self._runnable = self.runnable_factory()
         return self._runnable
 
-
-def adapter_for(model: Any, description: str | None = None, path: Path | None = None,
-                preprocessing: str | None = None) -> Weights:
-    """The adapter of a live model: Keras is asked first, because on Keras' torch backend a
-    Keras model is also a `torch.nn.Module`."""
-    framework = _frameworks.framework_of(model)
-    if framework == "keras":
-        from transfer.keras_models import KerasModelWeights
-
-        return KerasModelWeights(model, description, path=path, preprocessing=preprocessing)
-    if framework == "torch":
-        from transfer.torch_models import TorchModuleWeights
-
-        return TorchModuleWeights(model, description, path=path, preprocessing=preprocessing)
-    raise MappingError(f"expected a keras.Model or a torch.nn.Module; received {type(model).__name__}.")
+    def release_runnable(self) -> None:
+        """Drop the rebuilt model once verification is done: the written-file check needs only
+        tensors, and the model would otherwise stay in memory until the source is closed."""
+        self._runnable = None

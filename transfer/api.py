@@ -12,12 +12,12 @@ from transfer.output import check_writable
 from transfer.report import Report
 from transfer.resolve import (
     SourceInput,
+    SourceWeights,
     TargetInput,
-    check_source_file,
+    check_source_files,
     open_converted,
     open_source_input,
     open_target,
-    source_spec,
 )
 
 
@@ -30,7 +30,7 @@ class TransferResult(NamedTuple):
 
 
 def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: TargetInput = None, *,
-                     source_weights: str | Path | None = None, strict: bool = False,
+                     source_weights: SourceWeights = None, strict: bool = False,
                      check: bool = False, verify: bool = False, checksums: bool = False,
                      out: str | Path | None = None, restore_on_failure: bool = True) -> TransferResult:
     """Move weights from `source` into `target` as `mapping` says, all or nothing.
@@ -38,11 +38,13 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
     Args:
         mapping: a mapping file path, a YAML string or a dict (format 1, see README).
         source: None (the mapping's `source:`), a weights file path, a known model name
-            (`vgg16`, `vgg16_bn`), or a live `keras.Model` / `torch.nn.Module`.
+            (`vgg16`, `vgg16_bn`), or a live `keras.Model` / `torch.nn.Module`. With several
+            sources (`sources:` in the mapping): {NAME: any of those}, for some or all names.
         target: None (the mapping's `target:`), a `.keras` file, a shipped builder name, a
             live model (changed in place), or a callable (or "module:callable") called with
             the mapping's `target.config` as keyword arguments that returns one.
-        source_weights: overrides the mapping's `source.weights` (a path or `imagenet`).
+        source_weights: overrides the mapping's `source.weights` (a path or `imagenet`); with
+            several sources {NAME: PATH} (or "NAME=PATH" strings, as the command line gives them).
         strict: fail on any undeclared skipped source layer or untouched target layer.
         check: validate everything and read no tensor (and download nothing: a known
             model's layers come from its architecture); the target is left unchanged.
@@ -68,8 +70,7 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
     out_path = Path(out) if out is not None else None
     if out_path is not None:
         check_writable(out_path, spec.target.framework)
-    if source is None or isinstance(source, (str, Path)):  # a missing file is said before any build
-        check_source_file(source_spec(spec, source, source_weights))
+    check_source_files(spec, source, source_weights)  # a missing file is said before any build
     opened = open_target(spec, target)
     with open_source_input(spec, source, source_weights, architecture_only=check) as source_adapter:
         options = engine.Options(strict=strict, check=check, verify=verify, checksums=checksums,
@@ -79,7 +80,7 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
 
 
 def verify_weights(mapping: MappingInput, target: str | Path | Any, source: SourceInput = None, *,
-                   source_weights: str | Path | None = None, target_factory: TargetInput = None) -> Report:
+                   source_weights: SourceWeights = None, target_factory: TargetInput = None) -> Report:
     """Check a model converted earlier (by this tool, another one, or by hand) against its
     source under `mapping`. Nothing is changed or written.
 

@@ -58,8 +58,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--map", required=True, metavar="MAPPING",
                         help="a mapping file (YAML, format 1), or the name of a shipped mapping "
                              "(`transfer-weights mappings` lists them; a path that exists wins)")
-    parser.add_argument("--source-weights", metavar="PATH",
-                        help="source weights file (or 'imagenet'); overrides source.weights")
+    parser.add_argument("--source-weights", metavar="PATH", action="append",
+                        help="source weights file (or 'imagenet'); overrides source.weights. With several "
+                             "sources (`sources:` in the mapping): NAME=PATH, once per source to override")
     parser.add_argument("--target-factory", metavar="MODULE:CALLABLE",
                         help="build the target with your own function, called with target.config")
     parser.add_argument("--out", metavar="PATH",
@@ -123,8 +124,9 @@ def _verify_parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", required=True, metavar="CONVERTED",
                         help="the converted model: .keras, or a weights file of the mapping's target "
                              "(.weights.h5, .pth/.pt, .safetensors)")
-    parser.add_argument("--source-weights", metavar="PATH",
-                        help="source weights file (or 'imagenet'); overrides source.weights")
+    parser.add_argument("--source-weights", metavar="PATH", action="append",
+                        help="source weights file (or 'imagenet'); overrides source.weights. With several "
+                             "sources (`sources:` in the mapping): NAME=PATH, once per source to override")
     parser.add_argument("--target-factory", metavar="MODULE:CALLABLE",
                         help="the architecture a weights file is loaded into (default: the mapping's target)")
     parser.add_argument("--report", metavar="PATH", help="write every check as JSON")
@@ -139,7 +141,7 @@ def verify_main(argv: Sequence[str]) -> int:
     from transfer import api
 
     def work() -> Any:
-        return api.verify_weights(args.map, args.target, source_weights=args.source_weights,
+        return api.verify_weights(args.map, args.target, source_weights=_source_weights(args),
                                   target_factory=args.target_factory)
 
     return _run(args, work, lambda report: [(f"transfer-weights verify: {len(report.transferred)} mapped "
@@ -212,7 +214,9 @@ def mappings_main(argv: Sequence[str]) -> int:
             mapping = load_mapping(folder / f"{name}.yaml")
         except TransferWeightsError as exc:
             return _say_error("transfer-weights mappings", args, exc)
-        rows.append((name, f"{_side(mapping.source)} -> {_side(mapping.target)}"))
+        sides = (", ".join(f"{key}: {_side(spec)}" for key, spec in mapping.sources.items()) if mapping.composed
+                 else _side(mapping.source))
+        rows.append((name, f"{sides} -> {_side(mapping.target)}"))
     width = max(len(name) for name, _ in rows)
     for name, sides in rows:
         print(f"{name.ljust(width)}  {sides}")
@@ -231,6 +235,12 @@ def _side(spec: Any) -> str:
     return f"{spec.framework} {what}".strip()
 
 
+def _source_weights(args: argparse.Namespace) -> Any:
+    """One --source-weights: its path (as before); several (NAME=PATH each): the list."""
+    values = args.source_weights
+    return values[0] if values and len(values) == 1 else values
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"suggest": suggest_main, "verify": verify_main, "inspect": inspect_main, "mappings": mappings_main}
@@ -246,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def work() -> Any:
         return api.transfer_weights(
-            args.map, source_weights=args.source_weights, strict=args.strict, check=args.check,
+            args.map, source_weights=_source_weights(args), strict=args.strict, check=args.check,
             verify=args.verify, checksums=bool(args.report), out=args.out, target=args.target_factory).report
 
     return _run(args, work, lambda report: [])

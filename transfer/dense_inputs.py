@@ -66,7 +66,7 @@ def _keras_side(weights: Weights, spec: LayerSpec, establish: bool) -> Order:
     model, why = _live_model(weights, "keras", establish)
     if model is None:
         return NotEstablished(f"{spec.flatten.reason}; {why}")
-    from transfer.adapter import adapter_for
+    from transfer.live import adapter_for
 
     rebuilt = adapter_for(model).layers().get(spec.name)
     return rebuilt.flatten if rebuilt is not None else NotEstablished(f"the rebuilt model has no layer '{spec.name}'")

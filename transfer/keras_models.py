@@ -14,8 +14,9 @@ from transfer.adapter import Closing, Runnable, Snapshot
 from transfer.archive import check_zip
 from transfer.errors import CheckpointError
 from transfer.flatten_order import keras_order
+from transfer.formats import KERAS_MODEL, is_whole_model, output_format
 from transfer.layers import FROM_FILE, LayerSpec, TensorSpec
-from transfer.output import atomic_write, output_suffix
+from transfer.output import atomic_write
 
 
 def iter_weighted_layers(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -57,10 +58,12 @@ def layer_specs(model: Any) -> dict[str, LayerSpec]:
 
 
 def custom_objects() -> dict[str, Any]:
-    """The Keras layers this package defines, for `keras.saving.load_model`."""
+    """The Keras layers this package defines, for `keras.saving.load_model`: SegNet's pooling
+    layers and the ViT's class token, position embedding and class-token output."""
     from transfer.targets.keras_pooling import CUSTOM_OBJECTS
+    from transfer.targets.keras_vit import CUSTOM_OBJECTS as VIT_OBJECTS
 
-    return dict(CUSTOM_OBJECTS)
+    return {**CUSTOM_OBJECTS, **VIT_OBJECTS}
 
 
 def load_keras_file(path: Path) -> Any:
@@ -139,13 +142,13 @@ class KerasModelWeights(Closing):
 
     def save(self, path: Path, check: Callable[[Path], None] | None = None) -> None:
         """`.keras` (the whole model) or `.weights.h5`, written atomically."""
-        suffix = output_suffix(path, self.framework)
-        write = self.model.save if suffix == ".keras" else self.model.save_weights
+        fmt, suffix = output_format(path, self.framework)
+        write = self.model.save if fmt is KERAS_MODEL else self.model.save_weights
         atomic_write(path, suffix, write, check)
 
     def reload(self, path: Path) -> KerasModelWeights:
         """A fresh copy of the model holding the weights read back from `path`."""
-        if path.name.endswith(".keras"):
+        if is_whole_model(path):
             return KerasModelWeights(load_keras_file(path), f"Keras model file {path}", path=path)
         clone = _frameworks.keras().models.clone_model(self.model)
         clone.load_weights(str(path))

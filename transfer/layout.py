@@ -200,3 +200,77 @@ def permute_dense_inputs(matrix: np.ndarray, rows: np.ndarray | None, framework:
         raise IncompatibleWeightsError(f"the dense weight has {matrix.shape[axis]} inputs; the flattened "
                                        f"map has {rows.size} elements.")
     return np.take(matrix, rows, axis=axis)
+
+
+# Multi-head attention (issue 22). torch `nn.MultiheadAttention(d, h)`: `in_proj_weight` (3d, d)
+# holds the q, k and v projections stacked by rows (each (d, d), head j in rows j*k:(j+1)*k,
+# k = d / h), `in_proj_bias` (3d,), `out_proj` a Linear (d, d) reading the heads' outputs
+# concatenated in head order. Keras `MultiHeadAttention(h, key_dim=k)`: `query`, `key`, `value`
+# kernels (d, h, k) with biases (h, k), the output kernel (h, k, d) with bias (d,).
+
+
+def attention_in_proj_to_keras(weight: np.ndarray, heads: int) -> list[np.ndarray]:
+    """torch `in_proj_weight` (3d, d_in) -> Keras query, key and value kernels (d_in, h, k)."""
+    _expect_ndim(weight, 2, "torch in_proj_weight (3 * embed_dim, embed_dim)")
+    rows, features = weight.shape
+    if rows % 3 or (rows // 3) % heads:
+        raise IncompatibleWeightsError(f"an in_proj_weight stacks q, k and v: (3 * h * k, d) with h={heads} "
+                                       f"heads; received shape {weight.shape}.")
+    width = rows // 3
+    return [np.ascontiguousarray(weight[i * width:(i + 1) * width].T.reshape(features, heads, width // heads))
+            for i in range(3)]
+
+
+def attention_in_bias_to_keras(bias: np.ndarray, heads: int) -> list[np.ndarray]:
+    """torch `in_proj_bias` (3d,) -> Keras query, key and value biases (h, k)."""
+    _expect_ndim(bias, 1, "torch in_proj_bias (3 * embed_dim,)")
+    if bias.size % 3 or (bias.size // 3) % heads:
+        raise IncompatibleWeightsError(f"an in_proj_bias stacks q, k and v: (3 * h * k,) with h={heads} heads; "
+                                       f"received shape {bias.shape}.")
+    width = bias.size // 3
+    return [bias[i * width:(i + 1) * width].reshape(heads, width // heads) for i in range(3)]
+
+
+def attention_qkv_to_torch(kernels: list[np.ndarray],
+                           biases: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Keras query, key and value kernels (d_in, h, k) (and biases (h, k)) -> torch
+    `in_proj_weight` (3 h k, d_in) (and `in_proj_bias` (3 h k,))."""
+    for kernel in kernels:
+        _expect_ndim(kernel, 3, "Keras MultiHeadAttention query/key/value kernel (d, heads, key_dim)")
+    if len({k.shape for k in kernels}) != 1:
+        raise IncompatibleWeightsError(f"torch's in_proj needs query, key and value kernels of one shape "
+                                       f"(key_dim == value_dim, one input width); received "
+                                       f"{[k.shape for k in kernels]}.")
+    features = kernels[0].shape[0]
+    weight = np.concatenate([k.reshape(features, -1).T for k in kernels], axis=0)
+    bias = None if biases is None else np.concatenate([b.reshape(-1) for b in biases])
+    return np.ascontiguousarray(weight), bias
+
+
+def attention_out_proj_to_keras(weight: np.ndarray, heads: int) -> np.ndarray:
+    """torch `out_proj.weight` (d_out, h k) -> Keras output kernel (h, k, d_out)."""
+    _expect_ndim(weight, 2, "torch out_proj.weight (embed_dim, embed_dim)")
+    if weight.shape[1] % heads:
+        raise IncompatibleWeightsError(f"out_proj.weight reads h={heads} heads' outputs; received shape "
+                                       f"{weight.shape}.")
+    return np.ascontiguousarray(weight.T.reshape(heads, weight.shape[1] // heads, weight.shape[0]))
+
+
+def attention_out_proj_to_torch(kernel: np.ndarray) -> np.ndarray:
+    """Keras output kernel (h, k, d_out) -> torch `out_proj.weight` (d_out, h k)."""
+    _expect_ndim(kernel, 3, "Keras MultiHeadAttention output kernel (heads, key_dim, d)")
+    heads, width, out = kernel.shape
+    return np.ascontiguousarray(kernel.reshape(heads * width, out).T)
+
+
+def embedding_as_is(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A class token (1, 1, d) or a position embedding (1, T, d): the same tensor in both
+    frameworks (tokens on axis 1, features last). Another T is another grid: resampling it is a
+    change of the tensor (`transfer.resample`), never done here."""
+    _expect_ndim(array, 3, "token or position embedding (1, tokens, features)")
+    if tuple(array.shape) != tuple(shape):
+        hint = (" A position embedding onto another grid needs the rule option `resample: bicubic` (or "
+                "bilinear), which changes the tensor." if array.shape[2:] == tuple(shape)[2:] else "")
+        raise IncompatibleWeightsError(f"an embedding moves as is: the source's is {array.shape}, the "
+                                       f"target's {tuple(shape)}.{hint}")
+    return array

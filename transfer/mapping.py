@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from transfer import shipped
 from transfer.errors import CheckpointError, MappingError
 from transfer.layout import ADAPT_POLICIES
+from transfer.mapping_yaml import MAX_BYTES, parse_yaml, read_mapping_file
 from transfer.patterns import GLOB_CHARS, REGEX_CHARS, glob_suggestions, is_regex, pattern_problem
+from transfer.resample import MODES as RESAMPLE_MODES
 
 __all__ = ["REGEX_CHARS", "Mapping", "ModelSpec", "Rule", "did_you_mean", "is_declared", "is_regex",
            "load_mapping", "parse_model_spec"]
@@ -30,15 +30,15 @@ FORMAT_VERSION = 1
 FRAMEWORKS = ("keras", "torch")
 PREPROCESSING = ("caffe", "torch", "tf", "none")
 
-_TOP_KEYS = ("format", "description", "source", "target", "layers", "skip", "untouched", "freeze")
-_SOURCE_KEYS = ("framework", "model", "weights", "include_top", "batchnorm_epsilon", "preprocessing")
-_TARGET_KEYS = ("framework", "model", "file", "config", "preprocessing", "seed")
-_RULE_KEYS = ("target", "flatten", "epsilon", "adapt")
+_TOP_KEYS = ("format", "description", "source", "sources", "target", "layers", "skip", "untouched", "freeze")
+_SOURCE_KEYS = ("framework", "model", "weights", "include_top", "batchnorm_epsilon", "preprocessing", "bands")
+_TARGET_KEYS = ("framework", "model", "file", "config", "preprocessing", "seed", "bands")
+_RULE_KEYS = ("target", "flatten", "epsilon", "adapt", "resample", "bands", "fold_preprocessing")
+BAND_RESERVED = ("mean", "zero")  # a rule's `bands:` values besides source band names
+# the name of one of several sources (`sources: {NAME: ...}`), and the prefix `NAME:` of rule keys
+SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 # Bounds on hostile input: a mapping is a few kilobytes written by a person.
-MAX_BYTES = 1 << 20  # 1 MiB of text
-MAX_NODES = 100_000  # YAML nodes after alias expansion (a billion-laughs document has 10**9)
-MAX_DEPTH = 32  # nesting of mappings and lists
 
 MappingInput = str | Path | TypingMapping[str, Any]
 
@@ -56,6 +56,7 @@ class ModelSpec:
     preprocessing: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     seed: int = 0  # targets built from a mapping are initialised under this seed
+    bands: tuple[str, ...] | None = None  # the input bands by name, in the order the first layer reads them
 
 
 @dataclass(frozen=True)
@@ -69,18 +70,49 @@ class Rule:
     flatten: tuple[int, int, int] | Literal["auto"] | None = "auto"
     epsilon: Literal["match", "rescale"] = "match"
     adapt: str | None = None
+    # `resample: bicubic` or `{mode: bicubic, prefix_tokens: 1}`: (mode, prefix tokens or None)
+    resample: tuple[str, int | None] | None = None
+    # `bands: {TARGET_BAND: SOURCE_BAND | mean | zero}` ({} too: same-named bands only), in order; None: no band map
+    bands: tuple[tuple[str, str], ...] | None = None
+    # `fold_preprocessing: true`: the target's convention (`target.preprocessing`) the layer is folded into
+    fold_into: str | None = None
+    source_name: str | None = None  # with several sources: the `NAME` of the key's `NAME:` prefix
+
+    @property
+    def pattern(self) -> str:
+        """The key without its `NAME:` prefix: a literal layer name or a regular expression."""
+        return self.source[len(self.source_name) + 1:] if self.source_name else self.source
+
+    @property
+    def fold_preprocessing(self) -> bool:
+        """The source's input convention is folded into the layer, so the target's one is fed."""
+        return self.fold_into is not None
+
+    @property
+    def maps_bands(self) -> bool:
+        """The rule declares a change of the first layer's input bands (or folds its preprocessing)."""
+        return self.bands is not None or self.fold_preprocessing
 
     def target_for(self, source_layer: str) -> str | None:
-        """The target layer name for `source_layer`, or None if this rule does not apply."""
+        """The target layer name for `source_layer`, or None if this rule does not apply. With
+        several sources, `source_layer` is `NAME:layer` and the rest of the key is matched
+        against `layer`."""
         if not self.is_pattern:
             return self.target if source_layer == self.source else None
-        found = re.fullmatch(self.source, source_layer)
+        if self.source_name is not None:
+            prefix = f"{self.source_name}:"
+            if not source_layer.startswith(prefix):
+                return None
+            source_layer = source_layer[len(prefix):]
+        found = re.fullmatch(self.pattern, source_layer)
         return found.expand(self.target) if found else None
 
 
 @dataclass(frozen=True)
 class Mapping:
-    """A validated mapping file."""
+    """A validated mapping file. With `sources:` (several sources), `sources` holds each by
+    name, in the file's order, and `source` is the first of them (rule keys and skip entries
+    then start with `NAME:`)."""
 
     source: ModelSpec
     target: ModelSpec
@@ -91,6 +123,12 @@ class Mapping:
     description: str = ""
     path: Path | None = None
     sha256: str | None = None
+    sources: dict[str, ModelSpec] = field(default_factory=dict)
+
+    @property
+    def composed(self) -> bool:
+        """True for a mapping with `sources:` (layers taken from several sources)."""
+        return bool(self.sources)
 
     @property
     def origin(self) -> str:
@@ -131,13 +169,13 @@ def load_mapping(mapping: MappingInput) -> Mapping:
         return _Validator(None, {}).mapping(dict(mapping), None)
     path = _mapping_path(mapping)
     if path is not None:
-        text = _read_mapping_file(path)
+        text = read_mapping_file(path)
     else:
         text = str(mapping)
         if len(text) > MAX_BYTES:
             raise MappingError(f"<mapping>: {len(text):,} characters; a mapping may have at most {MAX_BYTES:,}.")
     origin = str(path) if path else "<mapping>"
-    lines, data = _parse(text, origin)
+    lines, data = parse_yaml(text, origin)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return _Validator(path, lines).mapping(data, digest)
 
@@ -175,169 +213,18 @@ def _mapping_path(mapping: str | Path) -> Path | None:
 _NAME = re.compile(r"[\w.+-]+")
 
 
-def _read_mapping_file(path: Path) -> str:
-    """The text of a mapping file, read at most MAX_BYTES + 1 bytes far (a 50 MB file costs no
-    more memory than a 1 MiB one)."""
-    try:
-        with open(path, "rb") as file:
-            raw = file.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise CheckpointError(f"{path}: cannot read the mapping file: {exc.strerror or exc}.") from exc
-    if len(raw) > MAX_BYTES:
-        raise MappingError(f"{path}: more than {MAX_BYTES:,} bytes; a mapping file may have at most "
-                           f"{MAX_BYTES:,}.")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise MappingError(f"{path}:{line}: the mapping file is not UTF-8 text ({exc.reason} at byte "
-                           f"{exc.start:,}).") from exc
-
-
-def _parse(text: str, origin: str) -> tuple[dict[tuple[str, ...], int], Any]:
-    """Line numbers of every key, and the plain data. The nesting depth is measured on the
-    token stream before the composer (which recurses once per level) sees the text; the
-    document's size after alias expansion is measured before anything walks it."""
-    _check_depth(text, origin)
-    try:
-        loader = yaml.SafeLoader(text)  # its reader refuses control characters at once
-    except yaml.YAMLError as exc:
-        raise _yaml_error(exc, origin) from exc
-    try:
-        try:
-            root = loader.get_single_node()
-        except yaml.YAMLError as exc:
-            raise _yaml_error(exc, origin) from exc
-        if root is None:
-            return {}, None
-        _check_size(root, origin)
-        lines = _key_lines(root, origin)
-        try:
-            data = loader.construct_document(root)
-        except yaml.YAMLError as exc:  # e.g. a python/object tag, which the safe loader refuses
-            raise MappingError(f"{origin}: not a plain-data YAML document: {exc}.") from exc
-    finally:
-        loader.dispose()
-    return lines, data
-
-
-_OPENS = (yaml.FlowSequenceStartToken, yaml.FlowMappingStartToken, yaml.BlockSequenceStartToken,
-          yaml.BlockMappingStartToken)
-_CLOSES = (yaml.FlowSequenceEndToken, yaml.FlowMappingEndToken, yaml.BlockEndToken)
-
-
-def _check_depth(text: str, origin: str) -> None:
-    """Refuse nesting deeper than MAX_DEPTH from the tokens alone: the scanner does not recurse,
-    and stops being asked at the first level too deep, so `[[[[...` 10**5 deep costs a few
-    dozen tokens (and the scanner's look-ahead of at most 1024 characters). A sequence written
-    at its key's indentation has no start token; it is counted exactly by `_check_size` later,
-    the composer's recursion staying bounded either way. A text the scanner cannot read is left
-    to the parser, which says where. (libyaml's scanner, through PyYAML's C loader, yields a
-    different token stream for the same text: the pure-Python one is used.)"""
-    scanner = yaml.SafeLoader
-    depth = 0
-    try:
-        for token in yaml.scan(text, Loader=scanner):
-            if isinstance(token, _OPENS):
-                depth += 1
-                if depth - 1 > MAX_DEPTH:  # the top-level collection is depth 0
-                    raise MappingError(f"{origin}:{token.start_mark.line + 1}: nested deeper than "
-                                       f"{MAX_DEPTH} levels; a mapping file is refused past that.")
-            elif isinstance(token, _CLOSES):
-                depth -= 1
-    except yaml.YAMLError:
-        return
-
-
-def _yaml_error(exc: yaml.YAMLError, origin: str) -> MappingError:
-    """PyYAML's error as one line: where (its marks are 0-based), what, and the construct it
-    was reading. An unclosed flow collection is reported on the line that opened it."""
-    if isinstance(exc, yaml.reader.ReaderError) and isinstance(exc.character, int):
-        return MappingError(f"{origin}: not valid YAML: the character {exc.character:#06x} (at character "
-                            f"{exc.position:,}) is not allowed in a YAML document.")
-    problem = getattr(exc, "problem", None)
-    if problem is None:
-        return MappingError(f"{origin}: not valid YAML: {' '.join(str(exc).split())}.")
-    problem_mark, context_mark = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
-    context = getattr(exc, "context", None)
-
-    def at(mark: Any) -> str:
-        return f"line {mark.line + 1}, column {mark.column + 1}"
-
-    text = f"{problem}" + (f" ({at(problem_mark)})" if problem_mark is not None else "")
-    line = problem_mark.line + 1 if problem_mark is not None else None
-    hint = ""
-    if context and context_mark is not None:
-        text = f"{context} that starts at {at(context_mark)}: {text}"
-        if not context.startswith("while parsing a block"):  # a flow collection, a quote, a key
-            line = context_mark.line + 1
-        for name, closer in (("flow sequence", "]"), ("flow mapping", "}")):
-            if name in context:
-                hint = f" Is a closing '{closer}' missing on line {context_mark.line + 1}?"
-    return MappingError(f"{origin}{f':{line}' if line else ''}: not valid YAML: {text}.{hint}")
-
-
-def _key_lines(root: yaml.Node, origin: str) -> dict[tuple[str, ...], int]:
-    """Line numbers of every mapping key; also rejects duplicate keys, which YAML would
-    silently collapse (two rules for one source layer must be an error)."""
-    lines: dict[tuple[str, ...], int] = {}
-
-    def walk(node: yaml.Node, prefix: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
-            for key_node, value_node in node.value:
-                key = str(key_node.value)
-                line = key_node.start_mark.line + 1
-                if key in seen:
-                    where = ".".join(prefix + (key,))
-                    raise MappingError(
-                        f"{origin}:{line}: key '{where}' appears twice (first on line "
-                        f"{seen[key]}); each key may appear once."
-                    )
-                seen[key] = line
-                lines[prefix + (key,)] = line
-                walk(value_node, prefix + (key,))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                lines[prefix + (str(index),)] = item.start_mark.line + 1
-                walk(item, prefix + (str(index),))
-
-    walk(root, ())
-    return lines
-
-
-def _check_size(root: yaml.Node, origin: str) -> None:
-    """Refuse documents whose aliases expand past MAX_NODES nodes or that nest deeper than
-    MAX_DEPTH, before anything walks them. Sizes are memoised per node, so a document of
-    nested aliases costs its own size to measure, not its expansion."""
-    sizes: dict[int, int] = {}
-
-    def size(node: yaml.Node, depth: int) -> int:
-        if depth > MAX_DEPTH:
-            raise MappingError(f"{origin}:{node.start_mark.line + 1}: nested deeper than {MAX_DEPTH} levels.")
-        if id(node) in sizes:
-            return sizes[id(node)]
-        children: list[yaml.Node] = []
-        if isinstance(node, yaml.MappingNode):
-            children = [part for pair in node.value for part in pair]
-        elif isinstance(node, yaml.SequenceNode):
-            children = list(node.value)
-        total = 1
-        for child in children:
-            total += size(child, depth + 1)
-            if total > MAX_NODES:
-                raise MappingError(f"{origin}: the document expands to more than {MAX_NODES:,} "
-                                   "values (aliases of aliases?); a mapping file is refused past that.")
-        sizes[id(node)] = total
-        return total
-
-    size(root, 0)
-
-
 def parse_model_spec(data: Any, role: str) -> ModelSpec:
     """A `source:` or `target:` section given as data (as `suggest` and `inspect` take them)."""
     allowed = _SOURCE_KEYS if role == "source" else _TARGET_KEYS
     return _Validator(None, {}).model_spec(data, (role,), allowed)
+
+
+def split_source_name(key: str, names: list[str] | tuple[str, ...]) -> tuple[str, str] | None:
+    """(NAME, rest) when `key` is `NAME:rest` and NAME is one of `names`, else None."""
+    name, colon, rest = key.partition(":")
+    if colon and name in names:
+        return name, rest
+    return None
 
 
 class _Validator:
@@ -359,23 +246,80 @@ class _Validator:
             raise self.fail((), f"expected a mapping with keys {', '.join(_TOP_KEYS)}; "
                                 f"received {_describe(data)}.")
         self.check_keys(data, (), _TOP_KEYS)
+        if "source" in data and "sources" in data:
+            raise self.fail(("sources",), "a mapping has either `source:` (one source) or `sources:` (several, "
+                                          "by name), not both.")
         for required in ("format", "source", "target", "layers"):
+            if required == "source" and "sources" in data:
+                continue
             if required not in data:
-                raise self.fail((), f"the key '{required}' is required.")
+                raise self.fail((), f"the key '{required}' is required"
+                                    + (" (or `sources:`, several sources by name)." if required == "source" else "."))
         if data["format"] != FORMAT_VERSION or isinstance(data["format"], bool):
             raise self.fail(("format",), f"expected {FORMAT_VERSION}; received {data['format']!r}.")
-        rules = self.rules(data["layers"])
+        sources = self.sources(data["sources"]) if "sources" in data else {}
+        source = next(iter(sources.values())) if sources else self.model_spec(data["source"], ("source",),
+                                                                              _SOURCE_KEYS)
+        target = self.model_spec(data["target"], ("target",), _TARGET_KEYS)
+        rules = self.rules(data["layers"], tuple(sources), target.preprocessing)
+        for rule in rules:
+            self.check_rule_bands(rule, source if not sources else sources[str(rule.source_name)], target)
+        skip = self.patterns(data.get("skip", []), ("skip",))
+        if sources:
+            for index, entry in enumerate(skip):
+                if split_source_name(entry, tuple(sources)) is None:
+                    raise self.fail(("skip", str(index)), f"'{entry}': with several sources, a skip entry starts "
+                                                          f"with the source's name: NAME:pattern (one of "
+                                                          f"{', '.join(sources)}).")
         return Mapping(
-            source=self.model_spec(data["source"], ("source",), _SOURCE_KEYS),
-            target=self.model_spec(data["target"], ("target",), _TARGET_KEYS),
+            source=source,
+            target=target,
             rules=rules,
-            skip=self.patterns(data.get("skip", []), ("skip",)),
+            skip=skip,
             untouched=self.patterns(data.get("untouched", []), ("untouched",)),
             freeze=self.patterns(data.get("freeze", []), ("freeze",)),
             description=self.string(data.get("description", ""), ("description",)),
             path=self.path,
             sha256=digest,
+            sources=sources,
         )
+
+    def sources(self, data: Any) -> dict[str, ModelSpec]:
+        """`sources: {NAME: source spec, ...}`: each spec as `source:` is, named."""
+        keys = ("sources",)
+        if not isinstance(data, dict) or not data:
+            raise self.fail(keys, "expected a mapping of NAME -> source (framework, model, weights, ...), at least "
+                                  f"one; received {_describe(data)}.")
+        found = {}
+        for name, spec in data.items():
+            if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
+                raise self.fail(keys + (str(name),), "a source's name is a letter or '_' then letters, digits, "
+                                                     "'_' or '-' (rule keys start with NAME:).")
+            found[name] = self.model_spec(spec, keys + (name,), _SOURCE_KEYS)
+        return found
+
+    def check_rule_bands(self, rule: Rule, source: ModelSpec, target: ModelSpec) -> None:
+        """What the mapping alone can say about a rule's bands: its entries name bands the two
+        sides declare (where they declare them), a fold names the target's convention, and a
+        band map is not also an adaptation or a resampling."""
+        keys = ("layers", rule.source)
+        if not rule.maps_bands:
+            return
+        if rule.adapt:
+            raise self.fail(keys + ("bands",), "a rule maps its input bands by name (`bands:`) or adapts its "
+                                               "channel count (`adapt:`), not both.")
+        if rule.resample:
+            raise self.fail(keys + ("bands",), "`bands:` applies to a first conv or dense layer, not to a "
+                                               "resampled embedding.")
+        for band, origin in rule.bands or ():
+            where = keys + ("bands", band)
+            if target.bands is not None and band not in target.bands:
+                hint = did_you_mean(band, target.bands)
+                raise self.fail(where, f"'{band}' is not one of target.bands ({', '.join(target.bands)}).{hint}")
+            if source.bands is not None and origin not in source.bands and origin not in BAND_RESERVED:
+                hint = did_you_mean(origin, (*source.bands, *BAND_RESERVED))
+                raise self.fail(where, f"'{origin}' is neither a source band ({', '.join(source.bands)}) nor "
+                                       f"{' or '.join(BAND_RESERVED)}.{hint}")
 
     def check_keys(self, data: dict, keys: tuple[str, ...], allowed: tuple[str, ...]) -> None:
         for key in data:
@@ -423,7 +367,21 @@ class _Validator:
             raise self.fail(keys + ("seed",), f"expected a non-negative integer; received {seed!r}.")
         return ModelSpec(framework=framework, include_top=include_top, seed=seed,
                          batchnorm_epsilon=float(epsilon) if epsilon is not None else None,
-                         preprocessing=preprocessing, config=dict(config), **text)
+                         preprocessing=preprocessing, config=dict(config),
+                         bands=self.band_names(data["bands"], keys + ("bands",)) if "bands" in data else None, **text)
+
+    def band_names(self, value: Any, keys: tuple[str, ...]) -> tuple[str, ...]:
+        """`bands: [R, G, B]`: the input bands by name, each once, in the order the first layer reads them."""
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(keys, f"expected a list of band names in input order ([R, G, B], [IR, R, G]); "
+                                  f"received {_describe(value)}.")
+        for index, band in enumerate(value):
+            if band in BAND_RESERVED:
+                raise self.fail(keys + (str(index),), f"'{band}' cannot name a band: a rule's `bands:` uses "
+                                                      f"{' and '.join(BAND_RESERVED)} for its two policies.")
+            if value.index(band) != index:
+                raise self.fail(keys + (str(index),), f"the band '{band}' is listed twice.")
+        return tuple(value)
 
     def patterns(self, value: Any, keys: tuple[str, ...]) -> tuple[str, ...]:
         if not isinstance(value, list):
@@ -431,14 +389,24 @@ class _Validator:
                                   f"received {_describe(value)}.")
         return tuple(self.string(item, keys + (str(i),)) for i, item in enumerate(value))
 
-    def rules(self, data: Any) -> tuple[Rule, ...]:
+    def rules(self, data: Any, names: tuple[str, ...] = (), convention: str | None = None) -> tuple[Rule, ...]:
         if not isinstance(data, dict):
             raise self.fail(("layers",), "expected a mapping of source layer -> target layer "
                                          f"(`{{}}` for none); received {_describe(data)}.")
-        return tuple(self.rule(str(source), value) for source, value in data.items())
+        return tuple(self.rule(str(source), value, names, convention) for source, value in data.items())
 
-    def rule(self, source: str, value: Any) -> Rule:
+    def rule(self, source: str, value: Any, names: tuple[str, ...] = (), convention: str | None = None) -> Rule:
         keys = ("layers", source)
+        source_name = None
+        pattern_text = source
+        if names:  # several sources: every key is NAME:layer (the rest literal or a regular expression)
+            split = split_source_name(source, names)
+            if split is None:
+                given = source.partition(":")[0] if ":" in source else ""
+                hint = did_you_mean(given, names) if given else ""
+                raise self.fail(keys, f"with several sources, a rule's key starts with the source's name: "
+                                      f"NAME:layer (one of {', '.join(names)}).{hint}")
+            source_name, pattern_text = split
         options: dict[str, Any] = {}
         if isinstance(value, dict):
             self.check_keys(value, keys, _RULE_KEYS)
@@ -447,20 +415,39 @@ class _Validator:
             options = value
             value = value["target"]
         target = self.string(value, keys + (("target",) if options else ()))
-        is_pattern = is_regex(source)
+        is_pattern = is_regex(pattern_text)
         if is_pattern:
-            problem = pattern_problem(source)  # before compiling: `re`'s parser recurses too
+            problem = pattern_problem(pattern_text)  # before compiling: `re`'s parser recurses too
             if problem:
                 raise self.fail(keys, problem)
             try:
-                compiled = re.compile(source)
+                compiled = re.compile(pattern_text)
             except (re.error, OverflowError, RecursionError) as exc:
-                raise self.fail(keys, f"the pattern '{source}' is not a valid regular expression: {exc}.") from exc
+                raise self.fail(keys, f"the pattern '{pattern_text}' is not a valid regular expression: "
+                                      f"{exc}.") from exc
             self.check_template(keys, target, compiled.groups)
+        fold = options.get("fold_preprocessing", False)
+        if not isinstance(fold, bool):
+            raise self.fail(keys + ("fold_preprocessing",), f"expected true or false; received {fold!r}.")
+        if fold and not convention:
+            raise self.fail(keys + ("fold_preprocessing",),
+                            "folding the preprocessing needs the target's convention: set target.preprocessing "
+                            f"({', '.join(PREPROCESSING)}), what the target will be fed.")
         return Rule(source=source, target=target, is_pattern=is_pattern,
                     line=self.lines.get(keys), flatten=self.flatten(options.get("flatten", "auto"), keys),
                     epsilon=self.choice(options, "epsilon", ("match", "rescale"), "match", keys),
-                    adapt=self.adapt(options.get("adapt"), keys))
+                    adapt=self.adapt(options.get("adapt"), keys),
+                    resample=self.resample(options.get("resample"), keys),
+                    bands=self.rule_bands(options["bands"], keys + ("bands",)) if "bands" in options else None,
+                    fold_into=convention if fold else None, source_name=source_name)
+
+    def rule_bands(self, value: Any, keys: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+        """`bands: {TARGET_BAND: SOURCE_BAND | mean | zero}` (`{}`: same-named bands only)."""
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) and k and v
+                                                  for k, v in value.items()):
+            raise self.fail(keys, "expected {TARGET_BAND: SOURCE_BAND | mean | zero, ...} (`{}`: same-named bands "
+                                  f"only); received {_describe(value)}.")
+        return tuple(value.items())
 
     def check_template(self, keys: tuple[str, ...], target: str, groups: int) -> None:
         for ref in re.findall(r"\\(\d+)|\\g<(\d+)>", target):
@@ -491,6 +478,21 @@ class _Validator:
             return value["in_channels"]
         raise self.fail(keys + ("adapt",), "expected 'in_channels' or {in_channels: "
                                            f"{' | '.join(ADAPT_POLICIES)}}}; received {value!r}.")
+
+    def resample(self, value: Any, keys: tuple[str, ...]) -> tuple[str, int | None] | None:
+        """`resample: bicubic|bilinear` or `{mode: bicubic|bilinear, prefix_tokens: N}` (N: the
+        class and other tokens kept in front of the grid; found from the shapes when absent)."""
+        if value is None:
+            return None
+        if isinstance(value, str) and value in RESAMPLE_MODES:
+            return value, None
+        if isinstance(value, dict) and value.get("mode") in RESAMPLE_MODES and set(value) <= {"mode", "prefix_tokens"}:
+            prefix = value.get("prefix_tokens")
+            if prefix is None or (isinstance(prefix, int) and not isinstance(prefix, bool) and prefix >= 0):
+                return value["mode"], prefix
+        modes = " | ".join(RESAMPLE_MODES)
+        raise self.fail(keys + ("resample",), f"expected {modes}, or {{mode: {modes}, prefix_tokens: N}} (N a "
+                                              f"non-negative int); received {value!r}.")
 
     def choice(self, options: dict, key: str, allowed: tuple, default: Any,
                keys: tuple[str, ...]) -> Any:

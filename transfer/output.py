@@ -10,24 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from transfer.errors import CheckpointError
-
-KERAS_OUTPUTS = (".weights.h5", ".keras")
-TORCH_OUTPUTS = (".pth", ".pt", ".safetensors")
-
-
-def output_suffix(path: Path, framework: str) -> str:
-    """The recognised suffix of an output path, or a CheckpointError saying which exist."""
-    allowed = KERAS_OUTPUTS if framework == "keras" else TORCH_OUTPUTS
-    for suffix in allowed:
-        if path.name.endswith(suffix) and len(path.name) > len(suffix):
-            return suffix
-    raise CheckpointError(f"{path}: a {framework} target is written as {' or '.join(allowed)}; "
-                          f"received '{path.name}'.")
+from transfer.formats import output_format
 
 
 def check_writable(path: Path, framework: str) -> None:
     """Fail before any work when the output cannot be written."""
-    output_suffix(path, framework)
+    output_format(path, framework)  # says which suffixes a target can have
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise CheckpointError(f"{path}: the output folder {folder} does not exist.")

@@ -277,7 +277,12 @@ def _longest_run(items: list[tuple[Any, Any]]) -> int:
                 last = chars
                 longest = max(longest, run)
             elif op in _REPEATS and item[1][0] == 0:
-                continue  # optional: the run goes on through it whatever it matches
+                # optional (`?`): the worst of skipping it and taking it; taking it may add the
+                # repeated parts inside it (`(?:[^_]{2,}|b*)?`) to the run
+                start_run, start_last = run, last
+                visit(_children(item)[0])
+                if run < start_run:
+                    run, last = start_run, start_last
             elif not last & chars:
                 run, last = 0, frozenset()  # a mandatory character the run cannot take ends it
 

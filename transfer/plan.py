@@ -12,14 +12,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from transfer import bands as band_maps
 from transfer import kinds, layout
 from transfer.adapter import Weights
+from transfer.bands import BandMap
+from transfer.composed import ComposedSource, unprefixed
 from transfer.dense_inputs import DenseInputs, resolve_dense_inputs, unplanned_dense_inputs
 from transfer.errors import IncompatibleWeightsError, MappingError, StrictModeError
 from transfer.layers import Kind, LayerSpec
-from transfer.mapping import Mapping, Rule, did_you_mean, is_declared
+from transfer.mapping import Mapping, ModelSpec, Rule, did_you_mean, is_declared
 from transfer.patterns import regex_hint, unused_entry_notes
 from transfer.report import SkippedLayer, UntouchedLayer
+from transfer.sources.known_models import KERAS_APPLICATIONS, TORCHVISION_MODELS
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,8 @@ class Pair:
     kind: Kind
     # a dense layer's input orders on both sides and the row permutation between them (planned)
     inputs: DenseInputs | None = None
+    # a first layer's input bands mapped by name (and a preprocessing folded in), as the rule declares
+    bands: BandMap | None = None
 
     @property
     def assumptions(self) -> tuple[str, ...]:
@@ -44,6 +50,8 @@ class Pair:
 
     @property
     def conversion(self) -> str:
+        if self.rule.resample:
+            return f"CHANGED: resampled ({self.rule.resample[0]}) onto the target's grid, not a layout conversion"
         if self.source.framework == self.target.framework:
             reordered = self.inputs is not None and self.inputs.rows is not None
             return "inputs reordered between the two flatten orders" if reordered else "none (same framework)"
@@ -114,11 +122,16 @@ def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bo
                           pair_kind(spec, targets[target_name], origin, rule)))
     for index, rule in enumerate(mapping.rules):
         if rule.is_pattern and index not in used_rules:
+            names = list(sources)
+            if rule.source_name is not None:  # the part's own names: the pattern is matched against them
+                prefix = f"{rule.source_name}:"
+                names = [name[len(prefix):] for name in names if name.startswith(prefix)]
             raise MappingError(f"{origin}: {_rule_where(rule)}: the pattern '{rule.source}' "
                                f"matches no weighted layer of {source.description}."
-                               f"{regex_hint(rule.source, list(sources))}")
-    pairs = [dataclasses.replace(p, inputs=resolve_dense_inputs(p, source, target, _where(origin, p), establish))
-             if kinds.reads_flattened(p.kind) else p for p in pairs]
+                               f"{regex_hint(rule.pattern, names)}")
+    pairs = [dataclasses.replace(p, inputs=_dense_inputs(p, source, target, _where(origin, p), establish))
+             if kinds.reads_flattened(p.kind) and not p.rule.maps_bands else p for p in pairs]
+    pairs = _band_pairs(pairs, mapping, source)
     _check_shapes(pairs, origin)
     untouched = [UntouchedLayer(name, is_declared(name, mapping.untouched))
                  for name in targets if name not in receivers]
@@ -138,6 +151,112 @@ def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bo
                               + "; ".join(problems[:10]) + ("; ..." if len(problems) > 10 else "")
                               + ". Declare them in the mapping's skip or untouched lists.")
     return plan
+
+
+def _dense_inputs(pair: Pair, source: Weights, target: Weights, where: str, establish: bool) -> DenseInputs:
+    """A dense layer's input orders; a layer of one of several sources is read from its own part."""
+    if isinstance(source, ComposedSource):
+        _, part, inner = source.part(pair.source.name)
+        return resolve_dense_inputs(dataclasses.replace(pair, source=unprefixed(pair.source, inner)), part, target,
+                                    where, establish)
+    return resolve_dense_inputs(pair, source, target, where, establish)
+
+
+def source_side(mapping: Mapping, source: Weights, layer: str) -> tuple[str | None, ModelSpec, Weights]:
+    """The source a source layer comes from: (its name among several, or None; its spec; its adapter)."""
+    if isinstance(source, ComposedSource):
+        name, part, _ = source.part(layer)
+        return name, mapping.sources[name], part
+    return None, mapping.source, source
+
+
+def source_bands(spec: ModelSpec, adapter: Weights) -> tuple[str, ...] | None:
+    """A source's input bands: `bands:` in the mapping; else its known model's (Keras VGG16 and
+    ResNet50: B, G, R; torchvision: R, G, B), unless the mapping names another convention; else
+    those of its preprocessing convention (caffe: B, G, R; torch, tf: R, G, B)."""
+    if spec.bands is not None:
+        return spec.bands
+    table: dict = KERAS_APPLICATIONS if spec.framework == "keras" else TORCHVISION_MODELS
+    known = table.get(spec.model or "")
+    convention = source_convention(spec, adapter)
+    if known is not None and convention in (None, known.preprocessing):
+        return tuple(known.bands)
+    return band_maps.convention_bands(convention)
+
+
+def source_convention(spec: ModelSpec, adapter: Weights) -> str | None:
+    return getattr(adapter, "preprocessing", None) or spec.preprocessing
+
+
+def target_bands(mapping: Mapping) -> tuple[str, ...] | None:
+    """The target's input bands: `target.bands`, else those of `target.preprocessing`."""
+    return mapping.target.bands or band_maps.convention_bands(mapping.target.preprocessing)
+
+
+def _band_pairs(pairs: list[Pair], mapping: Mapping, source: Weights) -> list[Pair]:
+    """Each pair whose rule maps bands (or folds the preprocessing) gets its checked band map;
+    a target that declares bands other than its source's without any such rule is refused."""
+    origin = mapping.origin
+    by_rule: dict[int, str] = {}
+    out = []
+    for pair in pairs:
+        if not pair.rule.maps_bands:
+            out.append(pair)
+            continue
+        where = _where(origin, pair)
+        if id(pair.rule) in by_rule:
+            raise MappingError(f"{origin}: {_rule_where(pair.rule)}: a rule with `bands:` or `fold_preprocessing` "
+                               f"maps one first layer; it matches '{by_rule[id(pair.rule)]}' and "
+                               f"'{pair.source.name}'.")
+        by_rule[id(pair.rule)] = pair.source.name
+        # a first dense layer reads the bands as a vector (its inputs are the bands: checked below)
+        inputs = DenseInputs(None, None, None) if kinds.reads_flattened(pair.kind) else pair.inputs
+        out.append(dataclasses.replace(pair, bands=_band_map(pair, mapping, source, where), inputs=inputs))
+    if mapping.target.bands is not None and not by_rule and not mapping.composed:
+        found = source_bands(mapping.source, source)
+        if found is not None and tuple(found) != tuple(mapping.target.bands):
+            raise MappingError(
+                f"{origin}: target.bands [{', '.join(mapping.target.bands)}] differ from the source's "
+                f"[{', '.join(found)}], and no rule says how the first layer's weights follow them: add `bands: {{}}` "
+                "(same-named bands copied; entries for the others) to the first layer's rule.")
+    return out
+
+
+def _band_map(pair: Pair, mapping: Mapping, source: Weights, where: str) -> BandMap:
+    _, spec, adapter = source_side(mapping, source, pair.source.name)
+    if pair.kind not in band_maps.KINDS:
+        raise IncompatibleWeightsError(f"{where}: `bands:` and `fold_preprocessing` apply to a first conv (plain, "
+                                       f"depthwise, separable) or dense layer; this pair is {pair.kind}.")
+    found = source_bands(spec, adapter)
+    wanted = target_bands(mapping)
+    if found is None or wanted is None:
+        side = "source" if found is None else "target"
+        raise MappingError(f"{where}: the rule maps input bands, but the {side}'s bands are not known: declare "
+                           f"{side}.bands ([R, G, B], [B, G, R], [IR, R, G], ...)"
+                           + (" or a known model / preprocessing convention." if side == "source" else
+                              " or target.preprocessing."))
+    fold = None
+    if pair.rule.fold_preprocessing:
+        convention = source_convention(spec, adapter)
+        if convention is None:
+            raise MappingError(f"{where}: fold_preprocessing: the source's preprocessing convention is unknown; "
+                               "declare source.preprocessing (caffe, torch, tf, none).")
+        fold = (convention, str(pair.rule.fold_into))
+    result = band_maps.band_map(found, wanted, dict(pair.rule.bands or ()), fold, where)
+    for role, spec_side, bands in (("source", pair.source, result.source), ("target", pair.target, result.target)):
+        if pair.kind == "conv2d" and (spec_side.groups or 1) > 1:
+            raise IncompatibleWeightsError(f"{where}: the {role} layer is a grouped conv ({spec_side.groups} groups); "
+                                           "bands map a plain, depthwise or separable first conv.")
+        channels = band_maps.in_channels(pair.kind, spec_side.framework, [t.shape for t in spec_side.tensors],
+                                         spec_side.groups)
+        if channels is None:  # a torch depthwise weight read from a file: its groups are not stored
+            first = spec_side.tensors[0].shape[0]
+            channels = len(bands) if first % len(bands) == 0 else first
+        if channels != len(bands):
+            raise IncompatibleWeightsError(f"{where}: the {role} layer '{spec_side.name}' reads {channels} input "
+                                           f"channel(s), but the {role}'s bands are {len(bands)} "
+                                           f"({', '.join(bands)}).")
+    return result
 
 
 def _where(origin: str, pair: Pair) -> str:
@@ -226,7 +345,11 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
             f"({', '.join(t.name for t in source.tensors)}) and the target layer "
             f"{len(target.tensors)} ({', '.join(t.name for t in target.tensors)}).")
     try:
-        if source.framework != target.framework:
+        if pair.bands is not None:  # a declared change of the input bands, in the source's layout first
+            arrays = band_maps.apply(pair.kind, source.framework, list(arrays), pair.bands)
+        if pair.rule.resample:  # a declared change onto the target's shape (the layouts are the same)
+            arrays = resampled(pair, arrays)
+        elif source.framework != target.framework:
             arrays = _cross_framework(pair, arrays)
         elif kinds.reads_flattened(pair.kind) and pair.inputs is not None and pair.inputs.rows is not None:
             arrays = [layout.permute_dense_inputs(arrays[0], pair.inputs.rows, source.framework), *arrays[1:]]
@@ -243,6 +366,18 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
 
 def _cross_framework(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
     return kinds.kind(pair.kind).convert(arrays, kinds.PairContext(pair.source, pair.target, rows=_rows(pair)))
+
+
+def resampled(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """The source's tensors resampled onto the target's shape, as the rule declares (a change of
+    the tensor: the kind table's `resample`, a position embedding's only)."""
+    hook = kinds.BY_NAME[pair.kind].resample if pair.kind in kinds.BY_NAME else None
+    if hook is None or pair.rule.resample is None:
+        able = [k.name for k in kinds.KINDS if k.resample is not None]
+        raise IncompatibleWeightsError(f"`resample` applies to {', '.join(able)} layers (a position embedding), "
+                                       f"not {pair.kind}.")
+    mode, prefix = pair.rule.resample
+    return hook(arrays, kinds.PairContext(pair.source, pair.target), mode, prefix)
 
 
 def _rows(pair: Pair) -> np.ndarray | None:

@@ -25,6 +25,12 @@ class TransferredLayer:
     adapted: dict[str, Any] | None = None  # {"in_channels": [from, to], "policy": ...}
     inputs: str | None = None  # a dense layer: where each side's inputs come from (flatten order)
     assumptions: tuple[str, ...] = ()  # what the conversion rests on that no model said
+    changed: str | None = None  # a declared change of the tensor (a resampled position embedding, mapped bands)
+    # a first layer's input bands: {"source": [...], "target": [...], "origin": {band: origin}, "folded": ...}
+    bands: dict[str, Any] | None = None
+    source_name: str | None = None  # with several sources: the name of the one this layer came from
+    source_file: str | None = None  # the file the source layer was read from (None: a live model)
+    source_sha256: str | None = None  # that file's sha256 (always with several sources; else with checksums)
 
 
 @dataclass(frozen=True)
@@ -144,6 +150,8 @@ class Report:
     coverage: list[Proof] = field(default_factory=list)  # --verify: per moved layer, what proved it
     # --verify: what no check covers beyond single layers (no stack check, or where it stopped)
     model_coverage: str = ""
+    # several sources: NAME -> {description, file, sha256, layers (how many moved from it)}
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -177,12 +185,27 @@ def _check_dict(check: LayerCheck) -> dict[str, Any]:
 def to_dict(report: Report) -> dict[str, Any]:
     """The JSON record (keys documented in the README)."""
     data = asdict(report)
-    data["transferred"] = [{**asdict(t), "notes": list(t.notes)} for t in report.transferred]
+    if not report.sources:
+        del data["sources"]  # present with several sources only
+    data["transferred"] = [_row_dict(t) for t in report.transferred]
     data["verification"] = [verification_dict(v) for v in report.verification]
     data["coverage"] = [{**asdict(p), "checks": list(p.checks), "unproven": list(p.unproven), "proven": p.proven}
                         for p in report.coverage]
     data["unproven"] = [p.target for p in report.unproven]
     data["ok"] = report.ok
+    return data
+
+
+# row keys present only where they say something: a band map, the source's name among several,
+# the file a layer was read from and its sha256
+_OPTIONAL_ROW_KEYS = ("bands", "source_name", "source_file", "source_sha256")
+
+
+def _row_dict(row: TransferredLayer) -> dict[str, Any]:
+    data = {**asdict(row), "notes": list(row.notes)}
+    for key in _OPTIONAL_ROW_KEYS:
+        if data[key] is None:
+            del data[key]
     return data
 
 
@@ -199,6 +222,11 @@ def summary(report: Report) -> str:
         verb = "would move" if report.checked_only else "moved"
         lines = [(f"transfer-weights: {verb} {len(report.transferred)} layers "
                   f"({report.params_moved:,} parameters) from {report.source} into {report.target}")]
+    if report.sources:
+        lines.append("  from " + "; ".join(
+            f"{name}: {info['layers']} layer(s) of {info['file'] or info['description']}"
+            + (f" (sha256 {info['sha256'][:12]}...)" if info.get("sha256") else "")
+            for name, info in report.sources.items()))
     for declared, label in ((True, "declared in skip"), (False, "NO RULE MATCHED")):
         names = [s.layer for s in report.skipped if s.declared == declared]
         if names:
@@ -214,6 +242,10 @@ def summary(report: Report) -> str:
                for t in report.transferred if t.adapted]
     if adapted:
         lines.append(f"  ADAPTED input channels: {', '.join(adapted)}")
+    changed = [f"{t.target} ({t.changed})" for t in report.transferred if t.changed]
+    if changed:
+        lines.append(f"  CHANGED, not converted (declared in the mapping): {'; '.join(changed)}")
+    lines += _band_lines(report)
     inputs = [f"{t.target} ({t.inputs})" for t in report.transferred if t.inputs]
     if inputs:
         lines.append(f"  dense inputs: {'; '.join(inputs[:3])}" + (f"; and {len(inputs) - 3} more" if len(inputs) > 3
@@ -239,6 +271,25 @@ def summary(report: Report) -> str:
     if report.output:
         lines.append(f"  wrote {report.output}")
     return "\n".join(lines)
+
+
+def _band_lines(report: Report) -> list[str]:
+    """Per band-mapped layer: each target band's origin, and how to feed it where a convention says."""
+    lines = []
+    for layer, info in report.preprocessing.get("bands", {}).items():
+        parts = []
+        for row in info["target_bands"]:
+            text = f"{row['band']} <- {row['origin']}"
+            if row.get("mean") is not None:
+                text += f" (fed as '{row['convention']}': mean {row['mean']:.6g}, std {row['std']:.6g})"
+            elif row["origin"] == "zero":
+                text += " (ignored)"
+            parts.append(text)
+        lines.append(f"  input bands of '{layer}' (on the raw 0-255 scale): {'; '.join(parts)}")
+    for row in report.transferred:
+        if row.bands and row.bands.get("border"):
+            lines.append(f"  border of '{row.target}' (folded): {row.bands['border']}")
+    return lines
 
 
 def _verification_line(result: Verification, report: Report) -> str:

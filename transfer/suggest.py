@@ -17,15 +17,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from transfer import kinds
+from transfer import formats, kinds
 from transfer.adapter import Weights
 from transfer.errors import IncompatibleWeightsError, MappingError
 from transfer.layers import LayerSpec
 from transfer.mapping import Mapping, ModelSpec, Rule, is_regex, parse_model_spec
 from transfer.plan import Pair, convert_pair, pair_kind
-
-_KERAS_SUFFIXES = (".h5", ".keras")
-_TORCH_SUFFIXES = (".pth", ".pt", ".safetensors", ".onnx", ".bin", ".json")  # .json: a shard index
 
 
 def parse_spec(text: str, role: str) -> ModelSpec:
@@ -43,12 +40,12 @@ def parse_spec(text: str, role: str) -> ModelSpec:
 
         text = str(package_file(text))
     path = Path(text)
-    if path.suffix in _KERAS_SUFFIXES + _TORCH_SUFFIXES or path.exists():
-        # a folder is a Hugging Face / timm checkpoint: torch's side
-        keras_index = path.name.endswith(".weights.json")  # Keras 3's sharded weights
-        framework = "torch" if (path.suffix in _TORCH_SUFFIXES or path.is_dir()) and not keras_index else "keras"
+    fmt = formats.detect(path)
+    if fmt is not None or path.exists():
+        # a folder is a Hugging Face / timm checkpoint: torch's side; a file of no known name, Keras'
+        framework = fmt.framework if fmt is not None else "keras"
         if role == "target":
-            if path.suffix != ".keras":
+            if fmt is None or not fmt.whole_model:
                 raise MappingError(f"{where}: a target file must be a .keras model; for a shipped "
                                    "target write {framework: torch, model: segnet_vgg16, config: {...}}.")
             return ModelSpec(framework="keras", file=str(path.resolve()))

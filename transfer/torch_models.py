@@ -13,8 +13,9 @@ import numpy as np
 from transfer import _frameworks, kinds
 from transfer.adapter import Closing, Runnable, Snapshot
 from transfer.errors import CheckpointError, IncompatibleWeightsError
+from transfer.formats import SAFETENSORS, output_format
 from transfer.layers import TORCH_IGNORED, LayerSpec, TensorSpec, torch_sort_key
-from transfer.output import atomic_write, output_suffix
+from transfer.output import atomic_write
 
 
 def own_tensors(module: Any, counters: bool = False) -> dict[str, Any]:
@@ -28,10 +29,18 @@ def own_tensors(module: Any, counters: bool = False) -> dict[str, Any]:
 
 def layer_tensors(module: Any, counters: bool = False) -> dict[str, Any]:
     """A layer's tensors: a module's own, or, for a separable conv written as a module of two
-    convs, both children's (`dw.weight`, `pw.weight`, `pw.bias`), depthwise first."""
-    children = kinds.torch_separable_children(module, _frameworks.torch())
+    convs, both children's (`dw.weight`, `pw.weight`, `pw.bias`), depthwise first; an attention
+    module's own with its output projection's (`in_proj_weight`, ..., `out_proj.weight`)."""
+    torch = _frameworks.torch()
+    children = kinds.torch_separable_children(module, torch)
     if children is None:
-        return own_tensors(module, counters)
+        tensors = own_tensors(module, counters)
+        merged = kinds.torch_merged_children(module, torch)
+        if not merged:
+            return tensors
+        tensors.update((f"{child}.{name}", tensor) for child in merged
+                       for name, tensor in own_tensors(module.get_submodule(child), counters).items())
+        return dict(sorted(tensors.items(), key=lambda item: torch_sort_key(item[0])))
     return {f"{child}.{name}": tensor for child in children
             for name, tensor in own_tensors(module.get_submodule(child), counters).items()}
 
@@ -45,8 +54,8 @@ def layer_specs(module: Any) -> dict[str, LayerSpec]:
     for name, sub in module.named_modules():
         if name in inside_pair:
             continue
-        children = kinds.torch_separable_children(sub, torch)
-        if children is not None:
+        children = kinds.torch_separable_children(sub, torch) or kinds.torch_merged_children(sub, torch)
+        if children:
             inside_pair.update(f"{name}.{child}" if name else child for child in children)
         tensors = layer_tensors(sub)
         if not tensors:
@@ -139,9 +148,9 @@ class TorchModuleWeights(Closing):
 
     def save(self, path: Path, check: Callable[[Path], None] | None = None) -> None:
         """`.safetensors` or `.pth`/`.pt` (a state dict), written atomically."""
-        suffix = output_suffix(path, self.framework)
+        fmt, suffix = output_format(path, self.framework)
         state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        if suffix == ".safetensors":
+        if fmt is SAFETENSORS:
             from safetensors.torch import save_file
 
             atomic_write(path, suffix, lambda temporary: save_file(state, str(temporary)), check)

@@ -23,7 +23,7 @@ import numpy as np
 from transfer import _frameworks, kinds, layout
 from transfer.adapter import Runnable, Weights
 from transfer.errors import TransferWeightsError
-from transfer.plan import Pair, adapted_channels, convert_pair, input_axis
+from transfer.plan import Pair, adapted_channels, convert_pair, input_axis, resampled
 from transfer.report import LAYER_TOLERANCE, STACK_TOLERANCE, LayerCheck, Verification
 from transfer.runners import Runner, runner_for
 
@@ -78,6 +78,9 @@ def verify_transfer(pairs: list[Pair], source: Weights, target: Weights, stage: 
             result.stack_note = why_not or "no runnable source model"
         elif any(pair.rule.adapt for pair in pairs):
             result.stack_note = "input channels adapted: the two models take different inputs"
+        elif any(pair.rule.resample for pair in pairs):
+            result.stack_note = ("a position embedding resampled onto another grid: the two models take inputs of "
+                                 "different sizes (the resampled layer is checked against the declared change)")
         else:
             _stack(result, pairs, source_model, target, why_not)
     return result
@@ -174,13 +177,19 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
                          *source_arrays[1:]]
     entry = kinds.kind(pair.kind)
     context = kinds.PairContext(source, target, in_channels=adapted[1] if adapted else None)
+    method = f"{pair.kind} on a probe, {source.framework} vs {target.framework}"
+    if pair.rule.resample:  # the reference applies the declared change: proven equal to it, never to the source
+        source_arrays = resampled(pair, source_arrays)
+        context = kinds.PairContext(target, target)  # the probe fits the resampled (target-shaped) tensors
+        method += (f", against the source resampled ({pair.rule.resample[0]}) as declared: a CHANGED tensor, "
+                   "not equal to the source's")
     probe = rng.normal(size=(2, *entry.probe_shape(context))).astype(np.float32)
     source_probe, target_probe = _dense_probes(pair, probe)
     reference = run_layer(entry, source.framework, source_arrays, source_probe, _params(pair, source))
     candidate = run_layer(entry, target.framework, target_arrays, target_probe, _params(pair, target))
     diff, rel = _rel(reference, candidate)
-    return LayerCheck(source.name, target.name, f"{pair.kind} on a probe, {source.framework} vs {target.framework}",
-                      diff, rel, tolerance(pair, LAYER_TOLERANCE, 4), zero_reference=not np.any(reference))
+    return LayerCheck(source.name, target.name, method, diff, rel, tolerance(pair, LAYER_TOLERANCE, 4),
+                      zero_reference=not np.any(reference))
 
 
 def _dense_probes(pair: Pair, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from transfer import _frameworks
+from transfer import _frameworks, formats
 from transfer.adapter import Runnable, Weights
 from transfer.errors import CheckpointError, MappingError
 from transfer.keras_models import KerasModelWeights, load_keras_file
@@ -96,11 +96,12 @@ def _keras_source(spec: ModelSpec) -> Weights:
         path = _download_keras(app, spec.include_top)
         return _legacy_h5(path, open_h5(path), app, preprocessing, epsilon)
     path = Path(weights)
-    if path.name.endswith(".weights.json"):  # Keras 3 sharded weights
+    fmt = formats.detect(path)
+    if fmt is formats.KERAS_SHARDED:
         if app is None:
             return KerasShardedWeightsSource(path, preprocessing, epsilon)
         return _restored_keras_file(path, app, spec, preprocessing)
-    if path.suffix == ".keras":
+    if fmt is formats.KERAS_MODEL:
         return KerasModelWeights(load_keras_file(path), f"Keras model file {path}", path=path,
                                  preprocessing=preprocessing)
     file = open_h5(path)  # opened once: the source keeps reading from it
@@ -227,12 +228,13 @@ def _torch_source(spec: ModelSpec) -> Weights:
     else:
         path = Path(weights)
     detail = None
-    if path.is_dir() or path.name.endswith(".safetensors.index.json"):
+    fmt = formats.detect(path)
+    if fmt in (formats.FOLDER, formats.SAFETENSORS_INDEX):
         from transfer.sources.folder_config import folder_preprocessing
 
         named, detail = folder_preprocessing(path if path.is_dir() else path.parent)
         preprocessing = preprocessing or named
-    if path.suffix == ".onnx":
+    if fmt is formats.ONNX:
         from transfer.sources.onnx_files import OnnxSource
 
         return OnnxSource(path, preprocessing)  # checked per layer: no runtime is assumed

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Input bands by name, in the order a model's first layer reads them (issue 21)
+RGB = ("R", "G", "B")
+BGR = ("B", "G", "R")
+
 
 @dataclass(frozen=True)
 class KerasWeightsFile:
@@ -27,6 +31,7 @@ class KerasApplication:
     # those are made identities in the model run for the stack check, which then takes
     # `preprocessing` input, like the target
     input_scaling: bool = False
+    bands: tuple[str, ...] = RGB  # the input bands in the order the first layer reads them
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,7 @@ class TorchvisionModel:
     batchnorm_epsilon: float = 1e-5  # normalisation epsilon (LayerNorm for ConvNeXt)
     # (regex, replacement) for the published file's old key names, as torchvision's loader does
     renamed_keys: tuple[tuple[str, str], ...] = ()
+    bands: tuple[str, ...] = RGB  # every torchvision ImageNet model reads R, G, B
 
 
 _KERAS_VGG16_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/vgg16/"
@@ -51,6 +57,7 @@ KERAS_APPLICATIONS: dict[str, KerasApplication] = {
                                _KERAS_VGG16_BASE + "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
                                "6d6bbae143d832006294945121d1f1fc"),
         preprocessing="caffe",
+        bands=BGR,  # the Oxford VGG release, ported from Caffe: B, G, R
     ),
 }
 
@@ -65,6 +72,7 @@ KERAS_APPLICATIONS["resnet50"] = KerasApplication(
                            "4d473c1dd8becc155b73f8504c6f6626"),
     preprocessing="caffe",
     batchnorm_epsilon=1.001e-5,
+    bands=BGR,
 )
 
 _KERAS_DENSENET_BASE = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
@@ -136,6 +144,7 @@ TORCHVISION_MODELS: dict[str, TorchvisionModel] = {
     "efficientnet_b0": TorchvisionModel("efficientnet_b0", "EfficientNet_B0_Weights", "torch"),
     "mobilenet_v3_large": TorchvisionModel("mobilenet_v3_large", "MobileNet_V3_Large_Weights", "torch",
                                            batchnorm_epsilon=1e-3),
+    "vit_b_16": TorchvisionModel("vit_b_16", "ViT_B_16_Weights", "torch", batchnorm_epsilon=1e-6),  # LayerNorm's
 }
 
 PREPROCESSING_HELP = {
@@ -144,3 +153,16 @@ PREPROCESSING_HELP = {
     "tf": "RGB scaled to [-1, 1]",
     "none": "raw input, no preprocessing",
 }
+
+# The input bands each convention feeds, in order ("none" names no order).
+CONVENTION_BANDS: dict[str, tuple[str, ...]] = {"caffe": BGR, "torch": RGB, "tf": RGB}
+
+# Per band, on the raw 0-255 scale: the model is fed x = (raw - mean) / std. caffe: the ImageNet
+# mean in B, G, R, no scaling; torch: x / 255 normalised by mean [0.485, 0.456, 0.406] and std
+# [0.229, 0.224, 0.225] (times 255 here); tf: x / 127.5 - 1 for every band; none: raw.
+CONVENTION_STATS: dict[str, dict[str, tuple[float, float]]] = {
+    "caffe": {"B": (103.939, 1.0), "G": (116.779, 1.0), "R": (123.68, 1.0)},
+    "torch": {"R": (0.485 * 255, 0.229 * 255), "G": (0.456 * 255, 0.224 * 255), "B": (0.406 * 255, 0.225 * 255)},
+}
+# conventions that treat every band alike, whatever its name
+CONVENTION_ANY_BAND: dict[str, tuple[float, float]] = {"tf": (127.5, 127.5), "none": (0.0, 1.0)}

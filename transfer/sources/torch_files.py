@@ -14,6 +14,7 @@ from transfer import _frameworks, kinds
 from transfer.adapter import ReadOnlyWeights
 from transfer.archive import check_zip
 from transfer.errors import CheckpointError
+from transfer.formats import FOLDER_MEMBERS, SAFETENSORS, SAFETENSORS_INDEX, detect
 from transfer.layers import TORCH_IGNORED, LayerSpec, TensorSpec, torch_sort_key
 
 
@@ -36,8 +37,10 @@ class StateDictSource(ReadOnlyWeights):
         self._keys: dict[str, dict[str, str]] = {}
         shapes: dict[str, dict[str, tuple[int, ...]]] = {}
         dtypes: dict[str, str] = {}
+        # an attention's out_proj (or timm's qkv and proj) joins its layer
+        merged = kinds.torch_file_merges({key: tuple(tensor_shape(t)) for key, t in tensors.items()})
         for key, tensor in tensors.items():
-            module, name = _split_key(key)
+            module, name = merged.get(key) or _split_key(key)
             if name in TORCH_IGNORED:
                 continue
             self._keys.setdefault(module, {})[name] = key
@@ -156,7 +159,6 @@ def open_safetensors(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a readable safetensors file: {exc}.") from exc
 
 
-SHARD_INDEX = "model.safetensors.index.json"
 
 
 def open_sharded_safetensors(index: Path) -> dict[str, Any]:
@@ -191,13 +193,14 @@ def open_state_file(path: Path) -> dict[str, Any]:
     """Any torch-side weights file by its name: `.safetensors`, a shard index (or a folder
     holding one, or `model.safetensors`), else a `torch.save` file."""
     if path.is_dir():
-        for name in (SHARD_INDEX, "model.safetensors", "pytorch_model.bin"):
+        for name in FOLDER_MEMBERS:
             if (path / name).is_file():
                 return open_state_file(path / name)
-        raise CheckpointError(f"{path}: a folder without {SHARD_INDEX}, model.safetensors or pytorch_model.bin.")
-    if path.name.endswith(".safetensors.index.json"):
+        raise CheckpointError(f"{path}: a folder without {', '.join(FOLDER_MEMBERS[:-1])} or {FOLDER_MEMBERS[-1]}.")
+    fmt = detect(path)
+    if fmt is SAFETENSORS_INDEX:
         return open_sharded_safetensors(path)
-    if path.suffix == ".safetensors":
+    if fmt is SAFETENSORS:
         return open_safetensors(path)
     return load_torch_file(path)
 

@@ -1,0 +1,1 @@
+"""Test helpers: checkpoints the tests write in real formats, reference models."""

@@ -1,0 +1,137 @@
+"""The table of layer kinds: everything the tool knows about one kind of weighted layer, in
+one entry, grouped by family (`conv`, `dense`, `norm`, `scale`, `attention`; the entry's shape
+is `transfer.kinds.base.LayerKind`).
+
+An entry says which tensors the kind has in each framework, how they convert between the
+PyTorch and Keras layouts (pure numpy, from `transfer.layout`), how to recognise the kind in a
+live model or in a weights file, and how to run one layer of it in each framework on a probe
+input for verification. `suggest` aligns layers through the same converters. Adding a kind:
+one `LayerKind` in its family's module and its place in `KINDS` below (docs/development.md).
+`KINDS` is written out, not collected at import: recognisers are tried in this order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from transfer.errors import IncompatibleWeightsError
+from transfer.kinds import attention, conv, dense, norm, scale
+from transfer.kinds.attention import torch_file_merges, torch_merged_children
+from transfer.kinds.base import HWC, Arrays, LayerKind, LayerParams, PairContext
+from transfer.kinds.conv import torch_separable_children
+
+if TYPE_CHECKING:
+    from transfer.layers import LayerSpec
+
+__all__ = ["HWC", "KINDS", "Arrays", "LayerKind", "LayerParams", "PairContext", "torch_file_merges",
+           "torch_merged_children", "torch_separable_children"]
+
+KINDS: tuple[LayerKind, ...] = (
+    conv.CONV2D_TRANSPOSE,
+    conv.SEPARABLE_CONV2D,
+    conv.DEPTHWISE_CONV2D,
+    conv.CONV2D,
+    dense.DENSE,
+    norm.BATCHNORM,
+    norm.LAYERNORM,
+    norm.GROUPNORM,
+    scale.PRELU,
+    scale.CHANNEL_SCALE,
+    conv.POINTWISE,
+    attention.MULTI_HEAD_ATTENTION,
+    attention.TOKEN_EMBEDDING,
+)
+
+BY_NAME: dict[str, LayerKind] = {kind.name: kind for kind in KINDS}
+OTHER = "other"  # a weighted layer of no known kind: movable only within one framework, as is
+
+
+def kind(name: str) -> LayerKind:
+    """The table entry of a kind, or an error naming the known ones."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise IncompatibleWeightsError(
+            f"no PyTorch <-> Keras layout conversion is known for {name} layers; known kinds: "
+            f"{', '.join(BY_NAME)}.") from None
+
+
+def carries_epsilon(name: str) -> bool:
+    return name in BY_NAME and BY_NAME[name].carries_epsilon
+
+
+def output_comparable(name: str) -> bool:
+    return name not in BY_NAME or BY_NAME[name].output_comparable
+
+
+def reads_flattened(name: str) -> bool:
+    return name in BY_NAME and BY_NAME[name].reads_flattened
+
+
+def keras_layer_kind(layer: Any, keras: Any) -> str:
+    return next((k.name for k in KINDS if k.keras_layer(layer, keras)), OTHER)
+
+
+def torch_module_kind(module: Any, torch: Any) -> str:
+    return next((k.name for k in KINDS if k.torch_module(module, torch)), OTHER)
+
+
+def keras_file_kind(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> str:
+    """Kind of a Keras layer known only from a weights file (short weight names, shapes)."""
+    return next((k.name for k in KINDS if k.keras_file(names, shapes)), OTHER)
+
+
+def torch_file_kind(shapes: dict[str, tuple[int, ...]]) -> str:
+    """Kind of a torch module known only by its state-dict entries (name -> shape)."""
+    return next((k.name for k in KINDS if k.torch_file(shapes)), OTHER)
+
+
+def keras_layer_groups(name: str, layer: Any) -> int | None:
+    return BY_NAME[name].keras_groups(layer) if name in BY_NAME else None
+
+
+def torch_module_groups(name: str, module: Any) -> int | None:
+    return BY_NAME[name].torch_groups(module) if name in BY_NAME else None
+
+
+# kinds a file cannot tell apart: the first is what names and shapes suggest; a target layer of
+# one of the others then decides
+_FILE_LOOKALIKES = {"conv2d": ("conv2d_transpose", "depthwise_conv2d"),
+                    "layernorm": ("groupnorm", "channel_scale")}
+
+
+def guessed_from_file(source_kind: str, target_kind: str) -> bool:
+    """A 4-D weight read from a file looks like a plain conv, gamma and beta (or one vector)
+    like a LayerNorm; a transposed or depthwise conv, a GroupNorm or a channel scale target then
+    decides the kind."""
+    return target_kind in _FILE_LOOKALIKES.get(source_kind, ())
+
+
+def _keras_file_grouped_kernel(spec: LayerSpec) -> bool:
+    """A 4-D kernel from a Keras file met a depthwise conv: a DepthwiseConv2D's (kh, kw, C, 1),
+    or a Conv2D(groups=C)'s (kh, kw, 1, C)? Files name both `kernel` (Keras 3) or say nothing
+    (`vars/0`); the shape tells, except for one channel, where both are the same map."""
+    shape = spec.tensors[0].shape if spec.tensors else ()
+    return (spec.kind_from_file and spec.framework == "keras" and len(shape) == 4
+            and shape[2] == 1 and shape[3] > 1)
+
+
+def pair_kind(source: LayerSpec, target: LayerSpec) -> str | None:
+    """The kind whose conversion moves `source`'s tensors into `target`, or None.
+
+    Besides equal kinds: a depthwise conv in one framework is a grouped conv2d in the other
+    (Keras' ConvNeXt writes it as `Conv2D(groups=C)`), and a 1x1 conv and a dense layer are the
+    same map (`pointwise`)."""
+    if source.kind == target.kind:
+        return source.kind
+    if {source.kind, target.kind} == {"depthwise_conv2d", "conv2d"}:
+        grouped = source if source.kind == "conv2d" else target
+        if (grouped.groups or 0) > 1 or _keras_file_grouped_kernel(grouped):
+            return "conv2d"
+    if source.kind_from_file and guessed_from_file(source.kind, target.kind):
+        return target.kind
+    if {source.kind, target.kind} == {"conv2d", "dense"}:
+        return "pointwise"
+    return None
+
