@@ -20,7 +20,7 @@ from transfer import kinds
 from transfer.bands import BandMap
 from transfer.plan import Pair
 from transfer.report import LAYER_TOLERANCE, LayerCheck
-from transfer.verify import run_layer, tolerance
+from transfer.verify import relative_difference, run_layer, tolerance
 
 
 def method(pair: Pair) -> str:
@@ -48,7 +48,7 @@ def check_band_pair(pair: Pair, source_arrays: list[np.ndarray], target_arrays: 
         mix, offset = bands.input_map()
         mapped = (probe.astype(np.float64) @ mix.T + offset).astype(np.float32)
         reference = run_layer(entry, pair.source.framework, source_arrays, mapped, params_source)
-    diff, rel = _rel(reference, candidate)
+    diff, rel = relative_difference(reference, candidate)
     return LayerCheck(pair.source.name, pair.target.name, method(pair), diff, rel,
                       tolerance(pair, LAYER_TOLERANCE, 4), zero_reference=not np.any(reference))
 
@@ -77,12 +77,3 @@ def _probe_shape(pair: Pair, channels: int) -> tuple[int, ...]:
     kh, kw = (shape[0], shape[1]) if pair.target.framework == "keras" else (shape[2], shape[3])
     return (kh + 3, kw + 4, channels)
 
-
-def _rel(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
-    reference = np.asarray(reference, np.float64)
-    candidate = np.asarray(candidate, np.float64)
-    if reference.shape != candidate.shape:
-        return float("inf"), float("inf")
-    diff = float(np.max(np.abs(reference - candidate))) if reference.size else 0.0
-    scale = float(np.max(np.abs(reference))) if reference.size else 0.0
-    return diff, diff / scale if scale > 0 else diff

@@ -30,7 +30,7 @@ from transfer.runners import Runner, runner_for
 PROBE_SEED = 20_240_613
 
 
-def _rel(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+def relative_difference(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
     """(max abs difference, that difference relative to the reference's largest magnitude); an
     all-zero reference is compared by absolute difference (a relative one would divide by 0)."""
     reference = np.asarray(reference, np.float64)
@@ -95,7 +95,7 @@ def compare_written(pairs: list[Pair], verified: Weights, written: Weights, stag
     sources = {pair.target.name: pair.source.name for pair in pairs}
     for name in verified.layers():
         expected, actual = verified.read(name), written.read(name)
-        diffs = [_rel(e, a) for e, a in zip(expected, actual)]
+        diffs = [relative_difference(e, a) for e, a in zip(expected, actual)]
         if len(expected) != len(actual):
             diffs.append((float("inf"), float("inf")))
         worst = max(diffs, key=lambda d: d[1]) if diffs else (0.0, 0.0)
@@ -165,7 +165,7 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
     source, target = pair.source, pair.target
     if not pair.cross_framework:
         expected = convert_pair(pair, source_arrays)
-        diffs = [_rel(e.astype(t.dtype), t) for e, t in zip(expected, target_arrays)]
+        diffs = [relative_difference(e.astype(t.dtype), t) for e, t in zip(expected, target_arrays)]
         if len(expected) != len(target_arrays):
             diffs.append((float("inf"), float("inf")))
         worst = max(diffs, key=lambda d: d[1]) if diffs else (0.0, 0.0)
@@ -187,7 +187,7 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
     source_probe, target_probe = _dense_probes(pair, probe)
     reference = run_layer(entry, source.framework, source_arrays, source_probe, _params(pair, source))
     candidate = run_layer(entry, target.framework, target_arrays, target_probe, _params(pair, target))
-    diff, rel = _rel(reference, candidate)
+    diff, rel = relative_difference(reference, candidate)
     return LayerCheck(source.name, target.name, method, diff, rel, tolerance(pair, LAYER_TOLERANCE, 4),
                       zero_reference=not np.any(reference))
 
@@ -260,7 +260,7 @@ def _compare_outputs(pairs: list[Pair], source: Runner, target: Runner, probe: n
     checks = []
     for pair, reference, candidate in zip(pairs, references, candidates):
         reference, candidate = _same_activation(pair, source, target, reference, candidate)
-        diff, rel = _rel(*_squeezed_pixel(reference, candidate))
+        diff, rel = relative_difference(*_squeezed_pixel(reference, candidate))
         checks.append(LayerCheck(pair.source.name, pair.target.name, method, diff, rel, limit,
                                  zero_reference=not np.any(reference)))
     return checks

@@ -15,7 +15,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
     0: ("_version", "errors", "checksums", "flatten_order", "layers", "layout", "patterns", "progress", "report",
         "shipped", "resample", "archive", "formats", "output", "sources.known_models", "targets.vgg16_layout",
         "targets._checks", "bands"),
-    1: ("_frameworks", "mapping_yaml", "kinds", "kinds.base", "kinds.conv", "kinds.dense", "kinds.norm", "kinds.scale", "kinds.attention",
+    1: ("_frameworks", "mapping_yaml", "mapping_types", "kinds", "kinds.base", "kinds.conv", "kinds.dense", "kinds.norm", "kinds.scale", "kinds.attention",
         "mapping"),
     2: ("targets.keras_applications", "targets.keras_efficientnet_lite", "targets.keras_pooling",
         "targets.keras_resnet", "targets.keras_segnet", "targets.keras_unet", "targets.keras_unet_convnext",

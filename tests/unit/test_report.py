@@ -85,9 +85,9 @@ def test_unproven_layers_are_never_counted_as_verified() -> None:
 
 
 def test_an_all_zero_reference_is_compared_by_absolute_difference() -> None:
-    from transfer.verify import _rel
+    from transfer.verify import relative_difference
 
-    assert _rel([0.0, 0.0], [0.0, 0.5]) == (0.5, 0.5)  # not 0.5 / 1e-30
+    assert relative_difference([0.0, 0.0], [0.0, 0.5]) == (0.5, 0.5)  # not 0.5 / 1e-30
     check = LayerCheck("a", "b", "m", 0.5, 0.5, 1e-5, zero_reference=True)
     assert "absolute difference (the reference is all zeros) 0.5" in check.describe()
 

@@ -5,7 +5,7 @@ with the declared resampling of a position embedding onto another grid."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -17,9 +17,6 @@ from transfer.kinds.base import (
     LayerParams,
     PairContext,
 )
-
-if TYPE_CHECKING:
-    pass
 from transfer.resample import prefix_tokens_between, resample_position_embedding
 
 # Multi-head attention (issue 22): torch `nn.MultiheadAttention` (its own `in_proj_weight` and

@@ -3,7 +3,7 @@ flatten orders the plan read from the models (`transfer.dense_inputs`)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from transfer import layout
 from transfer.kinds.base import (
@@ -15,9 +15,6 @@ from transfer.kinds.base import (
     keras_is,
     ndim,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def _dense_to_keras(arrays: Arrays, context: PairContext) -> Arrays:

@@ -4,7 +4,7 @@ channels, GroupNorm."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from transfer import layout
 from transfer.errors import IncompatibleWeightsError
@@ -17,9 +17,6 @@ from transfer.kinds.base import (
     keras_is,
     same,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def _batchnorm_same(arrays: Arrays, context: PairContext) -> Arrays:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from transfer import layout
 from transfer.kinds.base import (
     Arrays,
@@ -11,9 +9,6 @@ from transfer.kinds.base import (
     PairContext,
     keras_is,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def _lone_scale(shapes: dict[str, tuple[int, ...]]) -> bool:

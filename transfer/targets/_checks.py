@@ -31,3 +31,18 @@ def check_epsilon(value: Any, builder: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"{builder}: batchnorm_epsilon must be a positive number; received {value!r}.")
     return float(value)
+
+
+def check_vit_arguments(builder: str, image_size: int, patch_size: int, num_layers: int, num_heads: int,
+                        hidden_dim: int, mlp_dim: int, num_classes: int) -> None:
+    """torchvision's `VisionTransformer` arguments, for both ViT builders (Keras and torch)."""
+    for label, value in (("image_size", image_size), ("patch_size", patch_size), ("num_layers", num_layers),
+                         ("num_heads", num_heads), ("hidden_dim", hidden_dim), ("mlp_dim", mlp_dim),
+                         ("num_classes", num_classes)):
+        check_positive_int(value, label, builder)
+    if image_size % patch_size:
+        raise ValueError(f"{builder}: image_size must be a multiple of patch_size; received {image_size} and "
+                         f"{patch_size}.")
+    if hidden_dim % num_heads:
+        raise ValueError(f"{builder}: hidden_dim must be a multiple of num_heads; received {hidden_dim} and "
+                         f"{num_heads}.")

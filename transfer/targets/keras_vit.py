@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from transfer import _frameworks
-from transfer.targets._checks import check_positive_int
+from transfer.targets._checks import check_vit_arguments
 
 keras = _frameworks.keras()
 ops = keras.ops
@@ -100,16 +100,7 @@ def build_vit(image_size: int = 224, patch_size: int = 16, num_layers: int = 12,
         name: model name.
     """
     builder = "build_vit"
-    for label, value in (("image_size", image_size), ("patch_size", patch_size), ("num_layers", num_layers),
-                         ("num_heads", num_heads), ("hidden_dim", hidden_dim), ("mlp_dim", mlp_dim),
-                         ("num_classes", num_classes)):
-        check_positive_int(value, label, builder)
-    if image_size % patch_size:
-        raise ValueError(f"{builder}: image_size must be a multiple of patch_size; received {image_size} and "
-                         f"{patch_size}.")
-    if hidden_dim % num_heads:
-        raise ValueError(f"{builder}: hidden_dim must be a multiple of num_heads; received {hidden_dim} and "
-                         f"{num_heads}.")
+    check_vit_arguments(builder, image_size, patch_size, num_layers, num_heads, hidden_dim, mlp_dim, num_classes)
     if not isinstance(include_top, bool):
         raise TypeError(f"{builder}: include_top must be true or false; received {include_top!r}.")
     layers = keras.layers

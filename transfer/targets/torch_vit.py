@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from transfer import _frameworks
-from transfer.targets._checks import check_positive_int
+from transfer.targets._checks import check_vit_arguments
 
 
 def build_torch_vit(image_size: int = 224, patch_size: int = 16, num_layers: int = 12, num_heads: int = 12,
@@ -14,16 +14,7 @@ def build_torch_vit(image_size: int = 224, patch_size: int = 16, num_layers: int
     """`torchvision.models.VisionTransformer` with these arguments (the defaults: ViT-B/16,
     `torchvision.models.vit_b_16`), in eval mode; the Keras counterpart is the shipped `vit`."""
     builder = "build_torch_vit"
-    for label, value in (("image_size", image_size), ("patch_size", patch_size), ("num_layers", num_layers),
-                         ("num_heads", num_heads), ("hidden_dim", hidden_dim), ("mlp_dim", mlp_dim),
-                         ("num_classes", num_classes)):
-        check_positive_int(value, label, builder)
-    if image_size % patch_size:
-        raise ValueError(f"{builder}: image_size must be a multiple of patch_size; received {image_size} and "
-                         f"{patch_size}.")
-    if hidden_dim % num_heads:
-        raise ValueError(f"{builder}: hidden_dim must be a multiple of num_heads; received {hidden_dim} and "
-                         f"{num_heads}.")
+    check_vit_arguments(builder, image_size, patch_size, num_layers, num_heads, hidden_dim, mlp_dim, num_classes)
     vision_transformer = _frameworks.torchvision().models.vision_transformer
     return vision_transformer.VisionTransformer(image_size=image_size, patch_size=patch_size, num_layers=num_layers,
                                                 num_heads=num_heads, hidden_dim=hidden_dim, mlp_dim=mlp_dim,
