@@ -71,7 +71,7 @@ case "$what" in
     echo "  transfer-weights mappings          # the other shipped mappings; docs/index.md for the rest"
     ;;
   test)
-    say 5 "the test suite: python -m pytest -q (offline; 2.5 to 6.5 minutes on 2 cores, peak memory 7.4 GB)"
+    say 5 "the test suite: python -m pytest -q (offline; about 2 minutes on 2 cores, peak memory 6.6 GB)"
     python -m pytest -q
     echo
     echo "Done in $((SECONDS - started)) s. Next: source $VENV/bin/activate, then bash .ci/run for everything CI runs."

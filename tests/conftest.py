@@ -27,6 +27,22 @@ ROOT = Path(__file__).resolve().parents[1]
 MAPPINGS = ROOT / "mappings"
 
 
+# Tiers run apart (CI runs each), so that the default suite stays the quick one a newcomer runs
+# first: whole networks (`pytest -m architectures`), and fresh interpreters started to watch
+# imports and stderr (`pytest -m interpreters`).
+INTERPRETERS = ("test_import_order.py", "test_quiet_and_progress.py")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).resolve().parent
+    for item in items:
+        path = Path(str(item.fspath)).resolve()
+        if here / "architectures" in path.parents or path.name == "test_round_trips.py":
+            item.add_marker(pytest.mark.architectures)
+        if path.name in INTERPRETERS:
+            item.add_marker(pytest.mark.interpreters)
+
+
 def mapping_dict(name: str, **target_config: Any) -> dict[str, Any]:
     """A shipped mapping as a dict, with target.config entries replaced (e.g. a small input)."""
     data = yaml.safe_load((MAPPINGS / name).read_text())
