@@ -54,7 +54,21 @@ def _user_forward_failed(model: Any, exc: Exception) -> UserCodeError:
                          f"{type(exc).__name__}: {exc}")
 
 
-class OnnxRunner:
+class _PlainOutputs:
+    """A runner whose layers hold no activation of their own, compute in full precision and
+    can all be read (torch modules, ONNX nodes)."""
+
+    def fused_activation(self, name: str) -> Callable[[Any], Any] | None:
+        return None
+
+    def compute_epsilon(self) -> float:
+        return 0.0
+
+    def reachable(self, name: str) -> bool:
+        return True
+
+
+class OnnxRunner(_PlainOutputs):
     def __init__(self, graph: Any):
         self.graph = graph
 
@@ -67,15 +81,6 @@ class OnnxRunner:
 
     def outputs(self, names: list[str], probe: np.ndarray) -> list[np.ndarray]:
         return list(self.graph.outputs(names, probe))
-
-    def fused_activation(self, name: str) -> Callable[[Any], Any] | None:
-        return None
-
-    def compute_epsilon(self) -> float:
-        return 0.0
-
-    def reachable(self, name: str) -> bool:
-        return True
 
 
 class KerasRunner:
@@ -173,7 +178,7 @@ class _AllCaptured(Exception):
     """Raised by the last forward hook to stop a torch model once every output is captured."""
 
 
-class TorchRunner:
+class TorchRunner(_PlainOutputs):
     def __init__(self, model: Any):
         self.model = model
         self.torch = _frameworks.torch()
@@ -224,12 +229,3 @@ class TorchRunner:
         nn = self.torch.nn
         return isinstance(module, nn.Linear) or (isinstance(module, nn.LayerNorm)
                                                 and type(module).forward is nn.LayerNorm.forward)
-
-    def fused_activation(self, name: str) -> Callable[[Any], Any] | None:
-        return None
-
-    def compute_epsilon(self) -> float:
-        return 0.0
-
-    def reachable(self, name: str) -> bool:
-        return True

@@ -112,11 +112,12 @@ def _stack(result: Verification, pairs: list[Pair], source_model: Any, target: W
     differs, the outputs at every mapped layer up to the first that diverges."""
     try:
         source_runner, target_runner = runner_for(source_model), runner_for(target.model)
-        stack = _stack_pairs(pairs, source_runner.order(), target)
+        order = source_runner.order()  # a torch model's walks all its modules: once
+        stack = _stack_pairs(pairs, order, target)
         if isinstance(stack, str):
             result.stack_note = stack
             return
-        result.stack_note = note or stack_stop(pairs, source_runner.order(), target)
+        result.stack_note = note or stack_stop(pairs, order, target)
         probe = _stack_probe(source_runner, target_runner)
         comparable = [p for p in stack if source_runner.reachable(p.source.name)
                       and target_runner.reachable(p.target.name) and kinds.output_comparable(p.kind)]
