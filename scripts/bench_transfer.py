@@ -13,12 +13,15 @@
 (d) scaling: synthetic VGG-like checkpoints (0.1, 0.5, 1 billion parameters; --quick: 0.02,
     0.05, 0.1) into a live model: time per transferred GB, and peak RSS growth against 2x the
     largest tensor; with the default snapshot of the live target (spilled to disk when the
-    transfer streams) and with `restore_on_failure=False`; and the largest size again as a sharded
-    safetensors checkpoint (index + shards of 4 layers) into a torch model.
+    transfer streams) and with `restore_on_failure=False`; the read floor: the largest file's
+    bytes read with nothing else done (`read_floor_s_per_gb`), which the largest size's rows are
+    divided by; and the largest size again as a sharded safetensors checkpoint (index + shards
+    of 4 layers) into a torch model.
 (e) the CLI end to end vs the bare cost of importing the frameworks and building the target.
 (f) the cost of --verify: the main jobs (notop .h5 -> Keras U-Net, vgg16_bn .pth -> Keras
-    SegNet, both written to .keras) with --verify against without: time (best of repeats) and
-    peak RSS growth during the call, each in a fresh process.
+    SegNet, both written to .keras) with --verify against without: time (best of repeats,
+    alternating in one process) and peak RSS growth during the call (a process for each); and
+    torch -> torch on the CLI (vgg16_bn .pth -> the PyTorch SegNet), each run a fresh process.
 
 Each case runs in a fresh Python process, so imports and memory do not leak between cases.
 Prints a table and, last, one JSON line. Timings are the best of alternating repeats; nothing here is a
@@ -219,6 +222,24 @@ def case_scaling(folder: Path, repeats: int, file: str, restore: bool = True) ->
             "rss_growth_over_2x_largest": growth / (2 * largest_mb)}
 
 
+def case_read_floor(folder: Path, repeats: int, file: str) -> dict:
+    """The floor under (d): the same file's bytes read into arrays with nothing else done (no
+    checks, no conversion, no target), one layer at a time as the transfer streams them; the
+    best of `repeats` passes, in seconds per GB."""
+    import h5py
+
+    best, total = float("inf"), 0
+    for _ in range(repeats):
+        started, total = time.perf_counter(), 0
+        with h5py.File(folder / file) as handle:
+            for layer in handle.attrs["layer_names"]:
+                name = layer.decode() if isinstance(layer, bytes) else layer
+                for weight in handle[name].attrs["weight_names"]:
+                    total += handle[name][weight.decode() if isinstance(weight, bytes) else weight][()].nbytes
+        best = min(best, time.perf_counter() - started)
+    return {"bytes": total, "time_s": best, "s_per_gb": best / (total / 2**30)}
+
+
 def case_sharded(folder: Path, repeats: int, file: str) -> dict:
     """A sharded safetensors checkpoint (index + shards) into a live torch model."""
     import transfer
@@ -272,23 +293,59 @@ def case_cli(folder: Path, repeats: int) -> dict:
     return {"bare_s": bare_s, "cli_s": cli_s, "cli_overhead_s": cli_s - bare_s}
 
 
-def case_verify_cost(folder: Path, repeats: int, job: str, verify: bool) -> dict:
-    """One main job as the CLI runs it (target built from the mapping, written to .keras)."""
+VERIFY_JOBS = {"unet": ("unet_vgg16.yaml", "vgg16_notop.h5"),
+               "segnet": ("segnet_vgg16_bn_torchvision.yaml", "vgg16_bn.pth")}
+
+
+def case_verify_cost(folder: Path, repeats: int, job: str) -> dict:
+    """One main job as the CLI runs it (target built from the mapping, written to .keras), with
+    and without --verify, alternating in one process: the best time of each."""
     import transfer
 
-    name, file = {"unet": ("unet_vgg16.yaml", "vgg16_notop.h5"),
-                  "segnet": ("segnet_vgg16_bn_torchvision.yaml", "vgg16_bn.pth")}[job]
+    name, file = VERIFY_JOBS[job]
+    spec = str(ROOT / "mappings" / name)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for verify in (False, True):  # warm-up: imports, first-call kernels
+        transfer.transfer_weights(spec, source_weights=folder / file, out=folder / f"{job}-{verify}.keras", verify=verify)
+    for _ in range(repeats):
+        for verify in (False, True):
+            started = time.perf_counter()
+            transfer.transfer_weights(spec, source_weights=folder / file, out=folder / f"{job}-{verify}.keras",
+                                      verify=verify)
+            times[verify].append(time.perf_counter() - started)
+    return {"plain_s": min(times[False]), "verify_s": min(times[True])}
+
+
+def case_verify_rss(folder: Path, repeats: int, job: str, verify: bool) -> dict:
+    """Peak RSS growth of one job, with or without --verify, in a process of its own (memory a
+    first call leaves to the allocator would hide a second's): after a warm-up, the least growth."""
+    import transfer
+
+    name, file = VERIFY_JOBS[job]
     spec, out = str(ROOT / "mappings" / name), folder / f"{job}-{verify}.keras"
-    transfer.transfer_weights(spec, source_weights=folder / file, out=out, verify=verify)  # warm-up
-    times, growth = [], []
+    transfer.transfer_weights(spec, source_weights=folder / file, out=out, verify=verify)
+    growth = []
     for _ in range(repeats):
         reset_peak_rss()
         baseline = rss_mb()
-        started = time.perf_counter()
         transfer.transfer_weights(spec, source_weights=folder / file, out=out, verify=verify)
-        times.append(time.perf_counter() - started)
         growth.append(peak_rss_mb() - baseline)
-    return {"time_s": min(times), "rss_growth_mb": min(growth)}
+    return {"rss_growth_mb": min(growth)}
+
+
+def case_cli_verify_cost(folder: Path, repeats: int) -> dict:
+    """torch -> torch on the CLI (vgg16_bn .pth -> the PyTorch SegNet, written to .pth), with and
+    without --verify, each a fresh process, alternating: the best time of each."""
+    command = [sys.executable, "-m", "transfer.cli", "--map", str(ROOT / "mappings" / "segnet_torch_vgg16_bn.yaml"),
+               "--source-weights", str(folder / "vgg16_bn.pth"), "--out", str(folder / "cli-segnet.pth"), "--quiet"]
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats):
+        for verify in (False, True):
+            started = time.perf_counter()
+            subprocess.run(command + (["--verify"] if verify else []), env=ENV, check=True)
+            times[verify].append(time.perf_counter() - started)
+    return {"plain_s": min(times[False]), "verify_s": min(times[True]),
+            "time_ratio": min(times[True]) / min(times[False])}
 
 
 CASES = {"keras_by_name": case_keras_by_name, "torch_loop": case_torch_loop, "cli": case_cli}
@@ -362,11 +419,20 @@ def run_case(name: str, folder: Path, repeats: int, *extra: str) -> dict:
 def verify_cost(folder: Path, repeats: int) -> dict:
     found = {}
     for job in ("unet", "segnet"):
-        plain = run_case("verify_cost", folder, repeats, "--file", job)
-        checked = run_case("verify_cost", folder, repeats, "--file", job, "--verify")
+        times = run_case("verify_cost", folder, repeats, "--file", job)
+        plain = {"time_s": times["plain_s"], **run_case("verify_rss", folder, 3, "--file", job)}
+        checked = {"time_s": times["verify_s"], **run_case("verify_rss", folder, 3, "--file", job, "--verify")}
         found[job] = {"plain": plain, "verify": checked, "time_ratio": checked["time_s"] / plain["time_s"],
                       "rss_ratio": checked["rss_growth_mb"] / plain["rss_growth_mb"]}
+    found["cli_torch"] = case_cli_verify_cost(folder, repeats)
     return found
+
+
+def verify_summary(found: dict) -> dict:
+    summary: dict[str, Any] = {job: {"time_ratio": round(found[job]["time_ratio"], 3),
+                                     "rss_ratio": round(found[job]["rss_ratio"], 3)} for job in ("unet", "segnet")}
+    summary["cli_torch"] = {"time_ratio": round(found["cli_torch"]["time_ratio"], 3)}
+    return summary
 
 
 def verify_rows(found: dict) -> list[tuple[str, str, str]]:
@@ -377,6 +443,9 @@ def verify_rows(found: dict) -> list[tuple[str, str, str]]:
                      f"{v['plain']['time_s']:.2f} s"), f"{v['time_ratio']:.2f}x"))
         rows.append((f"(f) {label} .keras: --verify / without: peak RSS growth",
                      f"{v['verify']['rss_growth_mb']:.0f} MB / {v['plain']['rss_growth_mb']:.0f} MB", f"{v['rss_ratio']:.2f}x"))
+    cli = found["cli_torch"]
+    rows.append(("(f) CLI vgg16_bn .pth -> torch SegNet .pth: --verify / without",
+                 f"{cli['verify_s']:.2f} s / {cli['plain_s']:.2f} s", f"{cli['time_ratio']:.2f}x"))
     return rows
 
 
@@ -396,11 +465,10 @@ def only(case: str, folder: Path, repeats: int) -> None:
               f"{s['s_per_gb']:.2f} s/GB; RSS +{s['rss_growth_mb']:.0f} MB, anonymous +{s['anonymous_growth_mb']:.0f} MB "
               f"= {s['anonymous_growth_over_2x_largest']:.2f} x (2 x largest tensor)")
         return
-    found = verify_cost(folder, 3)
+    found = verify_cost(folder, 7)
     for label, values, ratio in verify_rows(found):
         print(f"{label:<62} {values:<22} {ratio}")
-    print(json.dumps({job: {"time_ratio": round(v["time_ratio"], 3), "rss_ratio": round(v["rss_ratio"], 3)}
-                      for job, v in found.items()}))
+    print(json.dumps(verify_summary(found)))
 
 
 def main() -> None:
@@ -422,8 +490,12 @@ def main() -> None:
             result = case_scaling(args.folder, args.repeats, args.file, restore=not args.no_restore)
         elif args.case == "sharded":
             result = case_sharded(args.folder, args.repeats, args.file)
+        elif args.case == "read_floor":
+            result = case_read_floor(args.folder, args.repeats, args.file)
         elif args.case == "verify_cost":
-            result = case_verify_cost(args.folder, args.repeats, args.file, args.verify)
+            result = case_verify_cost(args.folder, args.repeats, args.file)
+        elif args.case == "verify_rss":
+            result = case_verify_rss(args.folder, args.repeats, args.file, args.verify)
         else:
             result = CASES[args.case](args.folder, args.repeats)
         print(json.dumps(result))
@@ -444,9 +516,10 @@ def main() -> None:
     notop = run_case("encoder_from", folder, repeats, "--file", "vgg16_notop.h5")
     scale = [run_case("scaling", folder, 1, "--file", name) for name in files]  # the live target protected
     bare = [run_case("scaling", folder, 1, "--file", name, "--no-restore") for name in files]
+    floor = run_case("read_floor", folder, 2, "--file", max(files, key=files.get))  # the largest file
     sharded = run_case("sharded", folder, 1, "--file", "sharded.safetensors.index.json")
     e = run_case("cli", folder, 3 if args.quick else 5)
-    f = verify_cost(folder, 3 if args.quick else 5)
+    f = verify_cost(folder, 7 if args.quick else 11)
     shutil.rmtree(folder)
 
     rows = [
@@ -466,6 +539,10 @@ def main() -> None:
             rows.append((f"(d) {s['params'] / 1e9:.2f} B params ({s['transferred_gb']:.2f} GB){label}",
                          f"{s['time_s']:.1f} s, {s['s_per_gb']:.2f} s/GB",
                          f"RSS +{s['rss_growth_mb']:.0f} MB = {s['rss_growth_over_2x_largest']:.2f} x (2 x largest tensor)"))
+    rows.append((f"(d) read floor: the largest file's {floor['bytes'] / 2**30:.2f} GB read, nothing else done",
+                 f"{floor['time_s']:.1f} s, {floor['s_per_gb']:.2f} s/GB",
+                 "largest size: " + ", ".join(f"{label} {row['s_per_gb'] / floor['s_per_gb']:.2f}x"
+                                              for label, row in (("protected", scale[-1]), ("unprotected", bare[-1])))))
     rows.append((f"(d) {sharded['params'] / 1e9:.2f} B params as {sharded['shards']} safetensors shards -> torch",
                  f"{sharded['time_s']:.1f} s, {sharded['s_per_gb']:.2f} s/GB",
                  (f"RSS +{sharded['rss_growth_mb']:.0f} MB (mapped shards included); anonymous "
@@ -489,13 +566,17 @@ def main() -> None:
         "scaling_linearity": round(max(per_gb) / min(per_gb), 3),
         "scaling_rss_over_2x_largest": [round(s["rss_growth_over_2x_largest"], 3) for s in scale],
         "scaling_unprotected_s_per_gb": [round(s["s_per_gb"], 3) for s in bare],
+        "read_floor_s_per_gb": round(floor["s_per_gb"], 3),
+        "largest_over_read_floor": {"protected": round(scale[-1]["s_per_gb"] / floor["s_per_gb"], 3),
+                                    "unprotected": round(bare[-1]["s_per_gb"] / floor["s_per_gb"], 3)},
         "sharded_s_per_gb": round(sharded["s_per_gb"], 3),
         "sharded_rss_over_2x_largest": round(sharded["rss_growth_over_2x_largest"], 3),
         "sharded_anonymous_over_2x_largest": round(sharded["anonymous_growth_over_2x_largest"], 3),
         "scaling_unprotected_rss_over_2x_largest": [round(s["rss_growth_over_2x_largest"], 3) for s in bare],
         "cli_overhead_s": round(e["cli_overhead_s"], 3),
-        "verify_time_ratio": {job: round(v["time_ratio"], 3) for job, v in f.items()},
-        "verify_rss_ratio": {job: round(v["rss_ratio"], 3) for job, v in f.items()},
+        "verify_time_ratio": {job: round(f[job]["time_ratio"], 3) for job in ("unet", "segnet")},
+        "verify_rss_ratio": {job: round(f[job]["rss_ratio"], 3) for job in ("unet", "segnet")},
+        "cli_torch_verify_time_ratio": round(f["cli_torch"]["time_ratio"], 3),
         "quick": args.quick, "minutes": round((time.perf_counter() - started) / 60, 2),
     }
     print(json.dumps(summary))

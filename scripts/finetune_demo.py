@@ -436,7 +436,7 @@ def hardware() -> str:
     return f"{cpu}, Keras on {keras.backend.backend()}"
 
 
-def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
+def run(args: argparse.Namespace) -> tuple[list[dict], dict | None]:
     """Both inits over all seeds (each run resumed or skipped as its files under
     `<out-dir>/runs/` say); rows and the summary (also written as CSV, PNG, JSON)."""
     val = MosaicStream(args.size, VAL_SEED, "val").batch(args.val)
@@ -445,7 +445,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"payoff_{args.size}px_{args.steps}steps"
     for seed in args.seeds:
-        for pretrained in (True, False):
+        for pretrained in (init == "pretrained" for init in ("pretrained", "random") if init in args.inits):
             run_rows, run_machines = train(pretrained, seed, val, args)
             rows += run_rows
             machines.update(run_machines)
@@ -453,6 +453,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
                 writer = csv.DictWriter(file, fieldnames=list(rows[0]))      # sweep keeps what it measured
                 writer.writeheader()
                 writer.writerows(rows)
+    if set(args.inits) != {"pretrained", "random"}:
+        return rows, None  # a share of a sweep run in parallel: no comparison until both inits are there
     summary = summarise(rows)
     summary.update({"size": args.size, "batch": args.batch, "lr": args.lr, "frozen_steps": args.frozen_steps,
                     "weights": args.weights, "hardware": "; ".join(sorted(machines)),
@@ -483,6 +485,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--random-input-scale", type=float, default=64.0,
                    help="the random init's input is the caffe input divided by this")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--inits", nargs="+", choices=("pretrained", "random"), default=["pretrained", "random"],
+                   help="train only these inits (a share of a sweep run in parallel processes, which "
+                        "then writes no summary; a last run with both inits skips the finished runs "
+                        "and summarises)")
     p.add_argument("--out-dir", type=Path, default=ROOT / "out" / "payoff",
                    help="where the CSV, PNG and JSON go (the README's are in scripts/results), and runs/: "
                         "each run's rows and checkpoint, which a rerun resumes from")
@@ -497,6 +503,9 @@ def main(argv: list[str] | None = None) -> None:
     one_interop_thread()
     args = parser().parse_args(argv)
     _, summary = run(args)
+    if summary is None:
+        print(f"trained {args.inits} for seeds {args.seeds}; rerun with both inits to summarise")
+        return
     print(f"{args.size}px, {args.steps} steps: random init's best mean val mIoU {summary['random_best_val_iou']} "
           f"(step {summary['random_best_at_step']}); pretrained reached it at step "
           f"{summary['pretrained_steps_to_random_best']}; final gap {summary['final_gap']['mean']:+.3f} "

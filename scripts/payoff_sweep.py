@@ -121,10 +121,15 @@ def main(argv: list[str] | None = None) -> int:
             ["--size", str(size), "--steps", str(largest), *schedule, "--out-dir", str(args.out_dir),
              "--seeds", *map(str, args.seeds), *demo_args])
         rows, summary = finetune_demo.run(run_args)
+        if summary is None:  # --inits: one share of the runs, summarised by a later run with both
+            continue
         stems.append(f"payoff_{size}px_{largest}steps")
         for budget in sorted(args.budgets):
             cells.append(cell(rows, summary, budget))
             print(markdown(cells[-1:]).splitlines()[-1], flush=True)
+    if not cells:
+        print("trained this share of the runs; rerun with both inits to summarise")
+        return 0
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "payoff_sweep.json").write_text(json.dumps(cells, indent=1) + "\n")
     (args.out_dir / "payoff_sweep.md").write_text(markdown(cells))

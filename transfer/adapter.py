@@ -81,6 +81,19 @@ class Snapshot:
             self._folder = None
 
 
+class WrittenFile(Protocol):
+    """A file an adapter has just written, its tensors read back from the file by layer name
+    (in `read`'s order), with no model built; `how` says how it was read."""
+
+    how: str
+
+    def read(self, name: str) -> list[np.ndarray]: ...
+
+    def __enter__(self) -> WrittenFile: ...  # noqa: PYI034
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
 @runtime_checkable
 class Weights(Protocol):
     framework: str
@@ -103,6 +116,8 @@ class Weights(Protocol):
     def freeze(self, names: list[str]) -> None: ...
 
     def save(self, path: Path, check: Callable[[Path], None] | None = None) -> None: ...
+
+    def written(self, path: Path) -> WrittenFile | None: ...
 
     def reload(self, path: Path) -> Weights: ...
 
@@ -162,6 +177,9 @@ class ReadOnlyWeights(Closing):
 
     def save(self, path: Path, check: Callable[[Path], None] | None = None) -> None:
         raise self._read_only("be saved")
+
+    def written(self, path: Path) -> WrittenFile | None:
+        raise self._read_only("have written a file")
 
     def reload(self, path: Path) -> Weights:
         raise self._read_only("be reloaded")

@@ -74,7 +74,8 @@ def transfer_weights(mapping: MappingInput, source: SourceInput = None, target: 
     opened = open_target(spec, target)
     with open_source_input(spec, source, source_weights, architecture_only=check) as source_adapter:
         options = engine.Options(strict=strict, check=check, verify=verify, checksums=checksums,
-                                 out=out_path, protect=opened.caller_owned and restore_on_failure)
+                                 out=out_path, protect=opened.caller_owned and restore_on_failure,
+                                 target_built_here=not opened.caller_owned)
         report = engine.run(spec, source_adapter, opened.weights, options)
     return TransferResult(opened.weights.model, report)
 

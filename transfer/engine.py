@@ -46,6 +46,7 @@ class Options:
     checksums: bool = False
     out: Path | None = None
     protect: bool = True
+    target_built_here: bool = False  # built from the mapping for this run, not a model the caller held
 
 
 def run(mapping: Mapping, source: Weights, target: Weights, options: Options) -> Report:
@@ -64,7 +65,8 @@ def run(mapping: Mapping, source: Weights, target: Weights, options: Options) ->
         name_sources(report, plan, mapping, source, hashed=mapping.composed or options.checksums)
         _border_notes(report, plan, source)
         if options.verify:
-            _verify(report, plan, source, target, "in memory", source.runnable(), mapping.origin)
+            _verify(report, plan, source, target, "in memory", source.runnable(), mapping.origin,
+                    target_built_here=options.target_built_here)
             release = getattr(source, "release_runnable", None)  # file sources rebuild a model
             if release is not None:
                 release()
@@ -77,11 +79,14 @@ def run(mapping: Mapping, source: Weights, target: Weights, options: Options) ->
             report.tensor_sha256 = {name: [tensor_sha256(a) for a in target.read(name)] for name in target.layers()}
         if options.out is not None:
             def check_written(path: Path) -> None:
-                with target.reload(path) as reloaded:
-                    _record(report, compare_written(plan.pairs, target, reloaded, "written file, reloaded"),
+                written = target.written(path)
+                how = written.how if written is not None else "the file reloaded as a whole model"
+                # a file not accountable layer by layer as written: the model rebuilt from it
+                with written if written is not None else target.reload(path) as back:
+                    _record(report, compare_written(plan.pairs, target, back, how),
                             f"{mapping.origin}: output {path.name}")
 
-            checked = ", then reloading and comparing it" if options.verify else ""
+            checked = ", then reading it back and comparing it" if options.verify else ""
             with progress.step(f"writing {options.out}{checked}"):
                 target.save(options.out, check_written if options.verify else None)
             report.output = str(options.out)
@@ -107,7 +112,7 @@ def verify_converted(mapping: Mapping, source: Weights, target: Weights) -> Repo
 
 
 def _verify(report: Report, plan: Plan, source: Weights, target: Weights, stage: str,
-            runnable: Any, where: str) -> None:
+            runnable: Any, where: str, target_built_here: bool = False) -> None:
     """Every moved layer checked; a band-mapped first layer against its declared band map (its
     own check), and no stack check then: the two models are fed different bands."""
     banded = [pair for pair in plan.pairs if pair.bands is not None and not pair.bands.identity]
@@ -119,7 +124,8 @@ def _verify(report: Report, plan: Plan, source: Weights, target: Weights, stage:
                "declared band map)")
         runnable = (None, why)
     with progress.step(f"verifying {len(plan.pairs)} layers ({stage})"):
-        result = verify_transfer([pair for pair in plan.pairs if id(pair) not in own], source, target, stage, runnable)
+        result = verify_transfer([pair for pair in plan.pairs if id(pair) not in own], source, target, stage, runnable,
+                                 target_built_here)
         if banded:
             rng = np.random.default_rng(PROBE_SEED + 21)
             with exact_math():

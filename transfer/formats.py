@@ -36,12 +36,14 @@ SAFETENSORS_INDEX = Format("safetensors-index", "torch", (".safetensors.index.js
 SAFETENSORS = Format("safetensors", "torch", (".safetensors",), "a safetensors state dict", writes=(".safetensors",))
 TORCH_PICKLE = Format("torch-pickle", "torch", (".pth", ".pt", ".bin"), "a torch.save state dict",
                       writes=(".pth", ".pt"))
+NUMPY_ARCHIVE = Format("numpy-archive", "torch", (".npz",), "a NumPy archive of a torch state dict "
+                       "(`numpy.savez(path, **{key: tensor.numpy() ...})`)")
 ONNX = Format("onnx", "torch", (".onnx",), "an ONNX graph")
 FOLDER = Format("folder", "torch", (), "a Hugging Face / timm folder")
 
 # in the order error messages list them
 FORMATS: tuple[Format, ...] = (KERAS_WEIGHTS, KERAS_MODEL, KERAS_SHARDED, KERAS_H5, TORCH_PICKLE, SAFETENSORS,
-                               SAFETENSORS_INDEX, ONNX, FOLDER)
+                               SAFETENSORS_INDEX, NUMPY_ARCHIVE, ONNX, FOLDER)
 
 # what a checkpoint folder may hold, in the order they are tried
 SHARD_INDEX = "model.safetensors.index.json"

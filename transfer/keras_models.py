@@ -17,6 +17,7 @@ from transfer.flatten_order import keras_order
 from transfer.formats import KERAS_MODEL, is_whole_model, output_format
 from transfer.layers import FROM_FILE, LayerSpec, TensorSpec
 from transfer.output import atomic_write
+from transfer.written import WrittenKerasFile, open_written_keras
 
 
 def iter_weighted_layers(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -145,6 +146,12 @@ class KerasModelWeights(Closing):
         fmt, suffix = output_format(path, self.framework)
         write = self.model.save if fmt is KERAS_MODEL else self.model.save_weights
         atomic_write(path, suffix, write, check)
+
+    def written(self, path: Path) -> WrittenKerasFile | None:
+        """The file `save` just wrote, its tensors read by layer name without building a model;
+        None where that reading cannot account for it (then `reload`)."""
+        return open_written_keras(path, self.model, list(self._layers), set(custom_objects()),
+                                  whole_model=is_whole_model(path))
 
     def reload(self, path: Path) -> KerasModelWeights:
         """A fresh copy of the model holding the weights read back from `path`."""

@@ -273,8 +273,14 @@ def _longest_run(items: list[tuple[Any, Any]]) -> int:
                 continue
             chars = _chars(item)
             if _repeats(item):
-                run = run + 1 if run and last & chars else 1
-                last = chars
+                may_be_empty = item[1][0] == 0
+                if run and last & chars:
+                    run += 1
+                elif not (run and may_be_empty):
+                    run = 1
+                # a part that may match nothing does not keep the parts on either side of it
+                # apart (`\w*_*?\w*`: both `\w*` still meet): what follows may join either
+                last = chars | (last if may_be_empty else frozenset())
                 longest = max(longest, run)
             elif op in _REPEATS and item[1][0] == 0:
                 # optional (`?`): the worst of skipping it and taking it; taking it may add the

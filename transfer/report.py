@@ -69,9 +69,13 @@ class LayerCheck:
                 f"{self.rel_diff:.3g} > {self.tolerance:g}, max abs {self.max_abs_diff:.3g}")
 
 
+WRITTEN_STAGE = "written file"  # the stage that reads the output back and compares it bit for bit
+
+
 @dataclass
 class Verification:
-    """The checks of one stage ("in memory", "written file, reloaded", "converted model").
+    """The checks of one stage ("in memory", "written file", "converted model"); `read_back`:
+    how the written file was read back (its stage only).
 
     `stack` compares the two models' outputs at the last mapped layer; when it fails,
     `localized` holds the output comparison at every mapped layer up to the first that diverges.
@@ -83,6 +87,8 @@ class Verification:
     stack_note: str = ""
     localized: list[LayerCheck] = field(default_factory=list)
     stack_covered: list[str] = field(default_factory=list)  # target layers whose output the stack matched
+    read_back: str = ""
+    stack_probe: str = ""  # the stack check's probe, HxWxC
 
     @property
     def ok(self) -> bool:
@@ -171,6 +177,10 @@ def verification_dict(result: Verification) -> dict[str, Any]:
     }
     if result.stack_note:
         data["stack_note"] = result.stack_note
+    if result.read_back:
+        data["read_back"] = result.read_back
+    if result.stack_probe:
+        data["stack_probe"] = result.stack_probe
     if result.localized:
         data["localized"] = [_check_dict(c) for c in result.localized]
     if result.stack_covered:
@@ -294,8 +304,13 @@ def _band_lines(report: Report) -> list[str]:
 
 def _verification_line(result: Verification, report: Report) -> str:
     """What the checks of one stage showed, counting as verified only the layers proven."""
+    if result.read_back:
+        same = sum(c.ok for c in result.layers)
+        return (f"  written file checked: {same}/{len(result.layers)} layers bit-identical to the model verified "
+                f"in memory ({result.read_back})")
     worst = max((c.rel_diff for c in result.layers if c.tolerance > 0), default=0.0)
-    stack = (f"; stack at '{result.stack.target}' {result.stack.rel_diff:.2g}" if result.stack
+    stack = (f"; stack at '{result.stack.target}' {result.stack.rel_diff:.2g} ({result.stack_probe} probe)"
+             if result.stack
              else f"; {result.stack_note}" if result.stack_note.startswith("no stack check")
              else f"; no stack check: {result.stack_note}")
     unproven = {p.target for p in report.unproven}

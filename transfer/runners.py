@@ -35,6 +35,10 @@ class Runner(Protocol):
     def reachable(self, name: str) -> bool:
         """Whether the layer's output can be read (not inside a nested Keras model)."""
 
+    def retraced(self, height: int, width: int) -> Runner | None:
+        """The same layers (the same weights) traced again on an input of this size, for a
+        model that fixes a larger one; None where the graph does not trace at that size."""
+
 
 def runner_for(model: Any) -> Runner:
     from transfer.sources.onnx_files import OnnxGraph
@@ -66,6 +70,9 @@ class _PlainOutputs:
 
     def reachable(self, name: str) -> bool:
         return True
+
+    def retraced(self, height: int, width: int) -> Runner | None:
+        return None  # torch modules and ONNX graphs with free sizes take any input as they are
 
 
 class OnnxRunner(_PlainOutputs):
@@ -112,18 +119,40 @@ class KerasRunner:
         return shape[1], shape[2], shape[3]
 
     def outputs(self, names: list[str], probe: np.ndarray) -> list[np.ndarray]:
-        ops = self.keras.ops
         if self.functional:
-            outputs = []
-            for name in names:
-                output = self.model.get_layer(name).output
-                outputs.append(output[0] if isinstance(output, (list, tuple)) else output)
-            inputs = self.model.inputs
-            view = self.keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs)
-            values = view(probe, training=False)
-            return [np.asarray(ops.convert_to_numpy(v)) for v in (values if isinstance(values, (list, tuple))
-                                                                   else [values])]
+            return self._viewed(self.model.inputs, [self.model.get_layer(name).output for name in names], probe)
         return self._called(names, probe)
+
+    def _viewed(self, inputs: list[Any], outputs: list[Any], probe: np.ndarray) -> list[np.ndarray]:
+        """The graph from `inputs` to `outputs` (symbolic tensors) run on the probe."""
+        outputs = [output[0] if isinstance(output, (list, tuple)) else output for output in outputs]
+        view = self.keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs)
+        values = view(probe, training=False)
+        return [np.asarray(self.keras.ops.convert_to_numpy(v)) for v in (values if isinstance(values, (list, tuple))
+                                                                         else [values])]
+
+    def retraced(self, height: int, width: int) -> Runner | None:
+        """`keras.models.clone_model` with every layer kept as it is (no copy, no new weights)
+        on a new input: a second graph through the same layers, whose outputs are recorded as
+        it is built. It adds a node to each layer, so it is only asked of a model built for
+        this run. A graph fixed to its size (Flatten before a Dense) does not trace: None."""
+        if not self.functional or len(self.model.inputs) != 1:
+            return None
+        channels = self.model.inputs[0].shape[-1]
+        recorded: dict[str, Any] = {}
+
+        def record(layer: Any, *args: Any, **kwargs: Any) -> Any:
+            output = layer(*args, **kwargs)
+            recorded.setdefault(layer.name, output)
+            return output
+
+        new_input = self.keras.Input((height, width, channels), dtype=self.model.inputs[0].dtype)
+        try:
+            self.keras.models.clone_model(self.model, input_tensors=new_input, clone_function=lambda layer: layer,
+                                          call_function=record)
+        except (ValueError, TypeError):  # a shape fixed somewhere in the graph
+            return None
+        return _RetracedKerasRunner(self.model, [new_input], recorded)
 
     def _called(self, names: list[str], probe: np.ndarray) -> list[np.ndarray]:
         """A subclassed model has no graph: call it on the probe with each named layer's
@@ -163,6 +192,24 @@ class KerasRunner:
 
     def reachable(self, name: str) -> bool:
         return "/" not in name  # `stem/conv`: its output lives in the nested model's own graph
+
+
+class _RetracedKerasRunner(KerasRunner):
+    """A functional model's layers on the graph `KerasRunner.retraced` built."""
+
+    def __init__(self, model: Any, inputs: list[Any], recorded: dict[str, Any]):
+        super().__init__(model)
+        self._inputs, self._recorded = inputs, recorded
+
+    def input_hwc(self) -> tuple[int | None, int | None, int | None]:
+        shape = self._inputs[0].shape
+        return shape[1], shape[2], shape[3]
+
+    def outputs(self, names: list[str], probe: np.ndarray) -> list[np.ndarray]:
+        return self._viewed(self._inputs, [self._recorded[name] for name in names], probe)
+
+    def retraced(self, height: int, width: int) -> Runner | None:
+        return None
 
 
 def _all_layers(model: Any, keras: Any) -> list[Any]:

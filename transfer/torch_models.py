@@ -16,6 +16,7 @@ from transfer.errors import CheckpointError, IncompatibleWeightsError
 from transfer.formats import SAFETENSORS, output_format
 from transfer.layers import TORCH_IGNORED, LayerSpec, TensorSpec, torch_sort_key
 from transfer.output import atomic_write
+from transfer.written import WrittenStateDict, open_written_state
 
 
 def own_tensors(module: Any, counters: bool = False) -> dict[str, Any]:
@@ -164,6 +165,13 @@ class TorchModuleWeights(Closing):
                 torch.save(state, file)
 
         atomic_write(path, suffix, write, check)
+
+    def written(self, path: Path) -> WrittenStateDict:
+        """The state dict `save` just wrote, opened lazily and checked key by key against the
+        module's (as a strict load would), without copying the module."""
+        layer_keys = {name: [("" if name == "(root)" else f"{name}.") + key
+                             for key in layer_tensors(self._module(name))] for name in self.layers()}
+        return open_written_state(path, self.model.state_dict(), layer_keys, self.description)
 
     def reload(self, path: Path) -> TorchModuleWeights:
         """A copy of the module holding the state dict read back from `path` (strictly)."""

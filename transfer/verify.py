@@ -24,15 +24,22 @@ from transfer import _frameworks, kinds, layout
 from transfer.adapter import Runnable, Weights
 from transfer.errors import TransferWeightsError
 from transfer.plan import Pair, adapted_channels, convert_pair, input_axis, resampled
-from transfer.report import LAYER_TOLERANCE, STACK_TOLERANCE, LayerCheck, Verification
+from transfer.report import LAYER_TOLERANCE, STACK_TOLERANCE, WRITTEN_STAGE, LayerCheck, Verification
 from transfer.runners import Runner, runner_for
 
 PROBE_SEED = 20_240_613
+# The stack probe's height and width where neither model fixes them: the smallest input the
+# common backbones accept (Keras' applications say 32: five halvings to 1x1), and if the models
+# cannot run at that size, the next.
+FREE_SIZES = (32, 64)
 
 
 def relative_difference(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
     """(max abs difference, that difference relative to the reference's largest magnitude); an
     all-zero reference is compared by absolute difference (a relative one would divide by 0)."""
+    reference, candidate = np.asarray(reference), np.asarray(candidate)
+    if reference.dtype == candidate.dtype and np.array_equal(reference, candidate):
+        return 0.0, 0.0  # identical (NaN never is): no float64 copies of large tensors
     reference = np.asarray(reference, np.float64)
     candidate = np.asarray(candidate, np.float64)
     if reference.shape != candidate.shape:
@@ -64,9 +71,11 @@ def exact_math() -> Iterator[None]:
 
 
 def verify_transfer(pairs: list[Pair], source: Weights, target: Weights, stage: str,
-                    runnable: Runnable = (None, "no runnable source model")) -> Verification:
+                    runnable: Runnable = (None, "no runnable source model"),
+                    target_built_here: bool = False) -> Verification:
     """Check every pair, then the stack when it applies. Raises nothing; see `.ok`.
-    `runnable` is `source.runnable()`, computed once by the caller for all stages."""
+    `runnable` is `source.runnable()`, computed once by the caller for all stages;
+    `target_built_here`: the target was built for this run (see `_retraced_target`)."""
     result = Verification(stage)
     rng = np.random.default_rng(PROBE_SEED)
     source_model, why_not = runnable
@@ -82,16 +91,15 @@ def verify_transfer(pairs: list[Pair], source: Weights, target: Weights, stage: 
             result.stack_note = ("a position embedding resampled onto another grid: the two models take inputs of "
                                  "different sizes (the resampled layer is checked against the declared change)")
         else:
-            _stack(result, pairs, source_model, target, why_not)
+            _stack(result, pairs, source_model, target, why_not, target_built_here)
     return result
 
 
-def compare_written(pairs: list[Pair], verified: Weights, written: Weights, stage: str) -> Verification:
-    """The written file, reloaded, against the model just verified in memory: every tensor of
-    every target layer bit for bit (a mapped layer is listed with its source; an unmapped one
-    only if it differs). Exact, and cheaper than probing again."""
-    result = Verification(stage, stack_note="the written tensors are compared bit for bit with the model "
-                                            "verified in memory")
+def compare_written(pairs: list[Pair], verified: Weights, written: Any, how: str) -> Verification:
+    """The written file, read back (`how` says how), against the model just verified in memory:
+    every tensor of every target layer bit for bit (a mapped layer is listed with its source; an
+    unmapped one only if it differs). Exact, and cheaper than probing again."""
+    result = Verification(WRITTEN_STAGE, read_back=how)
     sources = {pair.target.name: pair.source.name for pair in pairs}
     for name in verified.layers():
         expected, actual = verified.read(name), written.read(name)
@@ -106,26 +114,35 @@ def compare_written(pairs: list[Pair], verified: Weights, written: Weights, stag
     return result
 
 
-def _stack(result: Verification, pairs: list[Pair], source_model: Any, target: Weights, note: str) -> None:
+def _stack(result: Verification, pairs: list[Pair], source_model: Any, target: Weights, note: str,
+           target_built_here: bool) -> None:
     """The stack check: both models run on one probe, their outputs compared at the last mapped
     layer of the stack and at every layer whose conversion rests on an assumption; when one
     differs, the outputs at every mapped layer up to the first that diverges."""
     try:
-        source_runner, target_runner = runner_for(source_model), runner_for(target.model)
+        source_runner, built_runner = runner_for(source_model), runner_for(target.model)
         order = source_runner.order()  # a torch model's walks all its modules: once
         stack = _stack_pairs(pairs, order, target)
         if isinstance(stack, str):
             result.stack_note = stack
             return
         result.stack_note = note or stack_stop(pairs, order, target)
-        probe = _stack_probe(source_runner, target_runner)
         comparable = [p for p in stack if source_runner.reachable(p.source.name)
-                      and target_runner.reachable(p.target.name) and kinds.output_comparable(p.kind)]
+                      and built_runner.reachable(p.target.name) and kinds.output_comparable(p.kind)]
         if not comparable:
             result.stack_note = "no mapped layer of the stack has an output both models can show"
             return
         wanted = [p for p in comparable[:-1] if p.assumptions] + comparable[-1:]
-        checks = _compare_outputs(wanted, source_runner, target_runner, probe, "model outputs at the layer")
+        for size in FREE_SIZES:
+            target_runner = _retraced_target(source_runner, built_runner, size) if target_built_here else built_runner
+            probe = _stack_probe(source_runner, target_runner, size)
+            try:
+                checks = _compare_outputs(wanted, source_runner, target_runner, probe, "model outputs at the layer")
+                break
+            except (TransferWeightsError, ValueError, TypeError, RuntimeError):
+                if size == FREE_SIZES[-1] or probe.shape[1] != size:  # too small for the models? the next size
+                    raise
+        result.stack_probe = "x".join(str(d) for d in probe.shape[1:])
         result.stack = checks[-1]
         result.stack_covered = [c.target for c in checks if c.ok]
         if not all(c.ok for c in checks):
@@ -285,22 +302,34 @@ def _first_divergence(stack: list[Pair], source: Runner, target: Runner, probe: 
     return checks[: first + 1]
 
 
-def _stack_probe(source: Runner, target: Runner) -> np.ndarray:
-    """One image the size both models accept: where one fixes a size, that size; else 64x64."""
+def _retraced_target(source: Runner, target: Runner, size: int) -> Runner:
+    """A target that fixes its input size (SegNet built at 256x256) while the source takes any,
+    retraced through the same layers at the free size: the same layers and weights on a probe
+    16 times smaller. Only for a target built for this run (retracing adds a node to each of its
+    layers); one whose graph is fixed to its size (a Flatten before a Dense) keeps it."""
+    source_hw, target_hw = source.input_hwc()[:2], target.input_hwc()[:2]
+    if any(source_hw) or not any(target_hw) or any(d and d <= size for d in target_hw):
+        return target
+    return target.retraced(size, size) or target
+
+
+def _stack_probe(source: Runner, target: Runner, size: int) -> np.ndarray:
+    """One image the size both models accept: where one fixes a size, that size; else
+    `size` x `size`."""
     fixed: list[tuple[str, tuple[int | None, int | None, int | None]]] = [
         ("source", source.input_hwc()), ("target", target.input_hwc())]
-    size: list[int | None] = [None, None, None]
+    agreed: list[int | None] = [None, None, None]
     for axis in range(3):
         values = {hwc[axis] for _, hwc in fixed if hwc[axis]}
         if len(values) > 1:
             shapes = "; ".join(f"{role} {hwc[0]}x{hwc[1]}x{hwc[2]}" for role, hwc in fixed)
             raise ValueError(f"the two models take inputs of different sizes ({shapes}); build the target at "
                              "the source's size (or export with dynamic height and width) to compare them")
-        size[axis] = values.pop() if values else None
-    height, width, channels = size
+        agreed[axis] = values.pop() if values else None
+    height, width, channels = agreed
     if channels is None:
         raise ValueError("neither model says how many input channels it takes")
-    shape = (1, height or 64, width or 64, channels)
+    shape = (1, height or size, width or size, channels)
     return np.random.default_rng(PROBE_SEED + 1).normal(0, 1, size=shape).astype(np.float32)
 
 

