@@ -52,6 +52,11 @@ class LayerSpec:
         return [list(t.shape) for t in self.tensors]
 
 
+def numpy_dtype(name: str) -> str:
+    """The NumPy dtype a stored dtype is read as (bfloat16, which NumPy lacks, as float32: exactly)."""
+    return "float32" if name == "bfloat16" else name
+
+
 def torch_sort_key(name: str) -> tuple[int, str]:
     """Torch tensors of one module in the canonical order weight, bias, running stats."""
     return (TORCH_ORDER.index(name), "") if name in TORCH_ORDER else (len(TORCH_ORDER), name)

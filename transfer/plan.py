@@ -417,10 +417,11 @@ def _match_epsilon(pair: Pair, arrays: list[np.ndarray], where: str) -> list[np.
     source_eps, target_eps = pair.source.epsilon, pair.target.epsilon
     if source_eps is None or target_eps is None or np.isclose(source_eps, target_eps, rtol=1e-9, atol=0):
         return arrays
-    rescale = kinds.kind(pair.kind).rescale_epsilon
+    entry = kinds.kind(pair.kind)
+    rescale = entry.rescale_epsilon
     if pair.rule.epsilon == "rescale" and rescale is not None:
         return rescale(arrays, source_eps, target_eps)
-    name = {"batchnorm": "BatchNorm", "layernorm": "LayerNorm", "groupnorm": "GroupNorm"}.get(pair.kind, pair.kind)
+    name = entry.title
     remedy = (f"Build the target with epsilon={source_eps:g}, or add `epsilon: rescale` to the rule "
               "to rescale gamma exactly." if rescale is not None else
               f"Build the target with epsilon={source_eps:g} (a {name} normalises by statistics of "

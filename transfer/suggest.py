@@ -166,7 +166,8 @@ def _doubt(sources: list[LayerSpec], targets: list[LayerSpec], i: int, j: int, f
     if fits[(i, j)].get("flatten", "auto") is None:
         notes.append("set `flatten: [C, H, W]` if a Flatten feeds this dense layer")
     if fits[(i, j)].get("epsilon"):
-        notes.append(f"BatchNorm epsilon differs ({source.epsilon:g} -> {target.epsilon:g}): gamma rescaled")
+        notes.append(f"{kinds.kind(source.kind).title} epsilon differs ({source.epsilon:g} -> {target.epsilon:g}): "
+                     "gamma rescaled")
     return "unsure: " + "; ".join(notes) if notes else ""
 
 

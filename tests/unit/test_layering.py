@@ -23,7 +23,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "targets.torch_vit", "targets.torch_vgg"),
     3: ("adapter", "keras_models", "torch_models", "written", "live", "sources.folder_config", "sources.keras_files",
         "sources.onnx_files", "sources.onnx_flatten", "sources.torch_files", "sources", "composed"),
-    4: ("dense_inputs", "plan", "runners", "verify", "engine", "suggest", "resolve", "inspection", "targets",
+    4: ("dense_inputs", "plan", "runners", "verify", "reporting", "engine", "suggest", "resolve", "inspection", "targets",
         "band_check"),
     5: ("api", "cli", ""),  # "": the package itself, transfer/__init__.py
 }

@@ -94,6 +94,11 @@ class LayerKind:
     # (arrays, context, mode, prefix tokens or None) -> arrays. Not a layout conversion: what it
     # returns is not the source's function, and verification must not call it equal to the source.
     resample: Callable[[Arrays, PairContext, str, int | None], Arrays] | None = None
+    display: str = ""  # how messages name the kind where its name is not how people write it ("BatchNorm")
+
+    @property
+    def title(self) -> str:
+        return self.display or self.name
 
     def convert(self, arrays: Arrays, context: PairContext) -> Arrays:
         """Source tensors -> the target framework's layout (same framework: unchanged)."""

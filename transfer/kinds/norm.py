@@ -59,6 +59,7 @@ def _keras_group_norm(ops: Any, a: Arrays, x: Any, p: LayerParams) -> Any:
 
 BATCHNORM = LayerKind(
     name="batchnorm",
+    display="BatchNorm",
     torch_tensors=("weight", "bias", "running_mean", "running_var"),
     keras_tensors=("gamma", "beta", "moving_mean", "moving_variance"),
     to_keras=_batchnorm_same, to_torch=_batchnorm_same,
@@ -80,6 +81,7 @@ BATCHNORM = LayerKind(
 
 LAYERNORM = LayerKind(
     name="layernorm",  # over the channels only: Keras axis=-1; torch LayerNorm((C,)), LayerNorm2d
+    display="LayerNorm",
     torch_tensors=("weight", "bias"), keras_tensors=("gamma", "beta"),
     to_keras=same, to_torch=same,
     describe_to_keras="weight,bias -> gamma,beta", describe_to_torch="gamma,beta -> weight,bias",
@@ -98,6 +100,7 @@ LAYERNORM = LayerKind(
 
 GROUPNORM = LayerKind(
     name="groupnorm",  # Keras GroupNormalization(axis=-1) <-> torch GroupNorm
+    display="GroupNorm",
     torch_tensors=("weight", "bias"), keras_tensors=("gamma", "beta"),
     to_keras=same, to_torch=same,
     describe_to_keras="weight,bias -> gamma,beta", describe_to_torch="gamma,beta -> weight,bias",
