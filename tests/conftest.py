@@ -151,16 +151,6 @@ def vgg16_bn_legacy_pth(tv_vgg16_bn: Any, ckpt_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def vgg16_bn_npz(tv_vgg16_bn: Any, ckpt_dir: Path) -> Path:
-    """`numpy.savez` of the state dict (the `.npz` format)."""
-    import numpy as np
-
-    path = ckpt_dir / "vgg16_bn.npz"
-    np.savez(path, **{k: v.numpy() for k, v in tv_vgg16_bn.state_dict().items()})
-    return path
-
-
-@pytest.fixture(scope="session")
 def vgg16_bn_safetensors(tv_vgg16_bn: Any, ckpt_dir: Path) -> Path:
     from safetensors.torch import save_file
 
