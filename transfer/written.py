@@ -140,22 +140,15 @@ def _data_offset(file: io.BufferedReader, member: zipfile.ZipInfo) -> int:
 def _named_groups(file: h5py.File) -> dict[str, h5py.Group] | None:
     """Layer name -> its `vars` group, for every group holding variables; None when one has no
     stored name or a name repeats."""
+    from transfer.sources.keras_files import vars_groups  # the package `sources` imports the adapters
+
     found: dict[str, h5py.Group] = {}
-    unnamed: list[str] = []
-
-    def visit(group_path: str, item: Any) -> None:
-        if not (isinstance(item, h5py.Group) and group_path.endswith("/vars") and len(item)):
-            return
-        if group_path.startswith("optimizer/"):
-            return
-        name = item.attrs.get("name")
+    for _, group in vars_groups(file):
+        name = group.attrs.get("name")
         if not isinstance(name, str) or name in found:
-            unnamed.append(group_path)
-        else:
-            found[name] = item
-
-    file.visititems(visit)
-    return None if unnamed else found
+            return None
+        found[name] = group
+    return found
 
 
 def _config_matches(config: dict[str, Any], model: Any, known_classes: set[str]) -> bool:

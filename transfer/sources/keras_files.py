@@ -136,6 +136,20 @@ def _natural_key(text: str) -> list[Any]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
+def vars_groups(file: h5py.File) -> list[tuple[str, h5py.Group]]:
+    """(layer path, its `vars` group) for every group of a Keras 3 weights file that holds
+    variables; the optimizer's are not layers'."""
+    found: list[tuple[str, h5py.Group]] = []
+
+    def visit(group_path: str, item: Any) -> None:
+        if (isinstance(item, h5py.Group) and group_path.endswith("/vars") and len(item)
+                and not group_path.startswith("optimizer/")):
+            found.append((group_path[: -len("/vars")], item))
+
+    file.visititems(visit)
+    return found
+
+
 class KerasV3WeightsSource(_H5Source):
     """A Keras 3 `.weights.h5` read without its model: layers are the groups holding `vars/`,
     named by their path with the `layers/` levels dropped (`layers/conv2d_3` -> `conv2d_3`,
@@ -145,15 +159,8 @@ class KerasV3WeightsSource(_H5Source):
     def __init__(self, path: Path, preprocessing: str | None = None,
                  epsilon: tuple[float, str] | None = None, file: h5py.File | None = None):
         super().__init__(path, f"Keras 3 weights file {path}", preprocessing, epsilon, file)
-        found: list[tuple[str, h5py.Group]] = []
-
-        def visit(group_path: str, item: Any) -> None:
-            if (isinstance(item, h5py.Group) and group_path.endswith("/vars") and len(item)
-                    and not group_path.startswith("optimizer/")):
-                found.append((group_path[: -len("/vars")], item))
-
         try:
-            self._file.visititems(visit)
+            found = vars_groups(self._file)
             if not found:
                 raise CheckpointError(f"{path}: no '.../vars' groups: not a Keras 3 weights file.")
             for group_path, vars_group in sorted(found, key=lambda f: _natural_key(f[0])):
