@@ -1,7 +1,9 @@
 """Layout conversion between PyTorch and Keras, one small pure function per layer kind.
 
 Every function takes and returns numpy arrays and never reshapes "to make it fit": a shape
-that does not match the expected layout raises `IncompatibleWeightsError`.
+that does not match the expected layout raises `IncompatibleWeightsError`. A layout that is a
+reordering of axes is one `Rearrange` (`transfer.rearrange`): the other direction is its
+`inverse` and the report's description its `describe()`, never written a second time.
 
     kind              PyTorch                       Keras
     conv2d            weight (out, in, kh, kw)      kernel (kh, kw, in, out)
@@ -17,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from transfer.errors import IncompatibleWeightsError
+from transfer.rearrange import Rearrange
 
 HWC = tuple[int, int, int]
 
@@ -26,69 +29,67 @@ def _expect_ndim(array: np.ndarray, ndim: int, what: str) -> None:
         raise IncompatibleWeightsError(f"expected a {ndim}-D {what}; received shape {array.shape}.")
 
 
+# Each layout is one `Rearrange`; the other direction is its inverse, and the report's
+# description comes from the same pattern.
+CONV = Rearrange("O I H W -> H W I O", ("torch Conv2d weight", "Keras Conv2D kernel"))
+# both frameworks compute the gradient of a cross-correlation: no spatial flip
+CONV_TRANSPOSE = Rearrange("I O H W -> H W O I", ("torch ConvTranspose2d weight", "Keras Conv2DTranspose kernel"))
+# torch's output channel c*m + j is Keras' (c, j)
+DEPTHWISE = Rearrange("(C m) 1 H W -> H W C m", ("torch depthwise Conv2d weight", "Keras depthwise kernel"))
+DENSE = Rearrange("out in -> in out", ("torch Linear weight", "Keras Dense kernel"))
+# a dense layer after a flatten: torch flattens the map in CHW order, Keras in HWC order
+DENSE_AFTER_FLATTEN = Rearrange("out (C H W) -> (H W C) out", ("torch Linear weight", "Keras Dense kernel"))
+
+
 def conv_torch_to_keras(weight: np.ndarray) -> np.ndarray:
     """(out, in, kh, kw) -> (kh, kw, in, out)."""
-    _expect_ndim(weight, 4, "torch Conv2d weight (out, in, kh, kw)")
-    return weight.transpose(2, 3, 1, 0)
+    return CONV(weight)
 
 
 def conv_keras_to_torch(kernel: np.ndarray) -> np.ndarray:
     """(kh, kw, in, out) -> (out, in, kh, kw)."""
-    _expect_ndim(kernel, 4, "Keras Conv2D kernel (kh, kw, in, out)")
-    return kernel.transpose(3, 2, 0, 1)
+    return CONV.inverse(kernel)
 
 
 def conv_transpose_torch_to_keras(weight: np.ndarray) -> np.ndarray:
-    """(in, out, kh, kw) -> (kh, kw, out, in). Both frameworks compute the gradient of a
-    cross-correlation, so no spatial flip is needed."""
-    _expect_ndim(weight, 4, "torch ConvTranspose2d weight (in, out, kh, kw)")
-    return weight.transpose(2, 3, 1, 0)
+    """(in, out, kh, kw) -> (kh, kw, out, in)."""
+    return CONV_TRANSPOSE(weight)
 
 
 def conv_transpose_keras_to_torch(kernel: np.ndarray) -> np.ndarray:
     """(kh, kw, out, in) -> (in, out, kh, kw)."""
-    _expect_ndim(kernel, 4, "Keras Conv2DTranspose kernel (kh, kw, out, in)")
-    return kernel.transpose(3, 2, 0, 1)
+    return CONV_TRANSPOSE.inverse(kernel)
 
 
 def depthwise_torch_to_keras(weight: np.ndarray, channels: int) -> np.ndarray:
-    """(C*m, 1, kh, kw) -> (kh, kw, C, m); torch's output channel c*m + j is Keras' (c, j)."""
-    _expect_ndim(weight, 4, "torch depthwise Conv2d weight (C*m, 1, kh, kw)")
-    if weight.shape[1] != 1 or weight.shape[0] % channels:
-        raise IncompatibleWeightsError(f"expected a depthwise weight (C*m, 1, kh, kw) with "
-                                       f"C={channels}; received shape {weight.shape}.")
-    multiplier = weight.shape[0] // channels
-    return weight.reshape(channels, multiplier, *weight.shape[2:]).transpose(2, 3, 0, 1)
+    """(C*m, 1, kh, kw) -> (kh, kw, C, m)."""
+    return DEPTHWISE(weight, C=channels)
 
 
 def depthwise_keras_to_torch(kernel: np.ndarray) -> np.ndarray:
     """(kh, kw, C, m) -> (C*m, 1, kh, kw)."""
-    _expect_ndim(kernel, 4, "Keras depthwise kernel (kh, kw, C, m)")
-    kh, kw, channels, multiplier = kernel.shape
-    return kernel.transpose(2, 3, 0, 1).reshape(channels * multiplier, 1, kh, kw)
+    return DEPTHWISE.inverse(kernel)
 
 
 def dense_torch_to_keras(weight: np.ndarray, flatten: HWC | None = None) -> np.ndarray:
     """(out, in) -> (in, out). With `flatten=(H, W, C)`, the input was a flattened feature
     map: torch flattens it in CHW order and Keras in HWC order, so the rows are permuted."""
-    _expect_ndim(weight, 2, "torch Linear weight (out, in)")
     if flatten is None:
-        return weight.T
-    height, width, channels = flatten
+        return DENSE(weight)
+    DENSE(weight)  # the 2-D check, with its message
     _expect_flattened(weight.shape[1], flatten)
-    out = weight.shape[0]
-    return weight.reshape(out, channels, height, width).transpose(2, 3, 1, 0).reshape(-1, out)
+    height, width, channels = flatten
+    return DENSE_AFTER_FLATTEN(weight, H=height, W=width, C=channels)
 
 
 def dense_keras_to_torch(kernel: np.ndarray, flatten: HWC | None = None) -> np.ndarray:
     """(in, out) -> (out, in), permuting HWC-flattened rows into CHW order with `flatten`."""
-    _expect_ndim(kernel, 2, "Keras Dense kernel (in, out)")
     if flatten is None:
-        return kernel.T
-    height, width, channels = flatten
+        return DENSE.inverse(kernel)
+    DENSE.inverse(kernel)
     _expect_flattened(kernel.shape[0], flatten)
-    out = kernel.shape[1]
-    return kernel.reshape(height, width, channels, out).transpose(3, 2, 0, 1).reshape(out, -1)
+    height, width, channels = flatten
+    return DENSE_AFTER_FLATTEN.inverse(kernel, H=height, W=width, C=channels)
 
 
 def _expect_flattened(features: int, flatten: HWC) -> None:
@@ -206,19 +207,21 @@ def permute_dense_inputs(matrix: np.ndarray, rows: np.ndarray | None, framework:
 # holds the q, k and v projections stacked by rows (each (d, d), head j in rows j*k:(j+1)*k,
 # k = d / h), `in_proj_bias` (3d,), `out_proj` a Linear (d, d) reading the heads' outputs
 # concatenated in head order. Keras `MultiHeadAttention(h, key_dim=k)`: `query`, `key`, `value`
-# kernels (d, h, k) with biases (h, k), the output kernel (h, k, d) with bias (d,).
+# kernels (d, h, k) with biases (h, k), the output kernel (h, k, d) with bias (d,). Below, s is
+# which of q, k and v.
+ATTENTION_IN = Rearrange("(s h k) d -> s d h k", ("torch in_proj_weight", "Keras query, key and value kernels"))
+ATTENTION_IN_BIAS = Rearrange("(s h k) -> s h k", ("torch in_proj_bias", "Keras query, key and value biases"))
+ATTENTION_OUT = Rearrange("out (h k) -> h k out", ("torch out_proj.weight", "Keras MultiHeadAttention output kernel"))
 
 
 def attention_in_proj_to_keras(weight: np.ndarray, heads: int) -> list[np.ndarray]:
     """torch `in_proj_weight` (3d, d_in) -> Keras query, key and value kernels (d_in, h, k)."""
     _expect_ndim(weight, 2, "torch in_proj_weight (3 * embed_dim, embed_dim)")
-    rows, features = weight.shape
+    rows = weight.shape[0]
     if rows % 3 or (rows // 3) % heads:
         raise IncompatibleWeightsError(f"an in_proj_weight stacks q, k and v: (3 * h * k, d) with h={heads} "
                                        f"heads; received shape {weight.shape}.")
-    width = rows // 3
-    return [np.ascontiguousarray(weight[i * width:(i + 1) * width].T.reshape(features, heads, width // heads))
-            for i in range(3)]
+    return [np.ascontiguousarray(kernel) for kernel in ATTENTION_IN(weight, s=3, h=heads)]
 
 
 def attention_in_bias_to_keras(bias: np.ndarray, heads: int) -> list[np.ndarray]:
@@ -227,8 +230,7 @@ def attention_in_bias_to_keras(bias: np.ndarray, heads: int) -> list[np.ndarray]
     if bias.size % 3 or (bias.size // 3) % heads:
         raise IncompatibleWeightsError(f"an in_proj_bias stacks q, k and v: (3 * h * k,) with h={heads} heads; "
                                        f"received shape {bias.shape}.")
-    width = bias.size // 3
-    return [bias[i * width:(i + 1) * width].reshape(heads, width // heads) for i in range(3)]
+    return list(ATTENTION_IN_BIAS(bias, s=3, h=heads))
 
 
 def attention_qkv_to_torch(kernels: list[np.ndarray],
@@ -241,9 +243,8 @@ def attention_qkv_to_torch(kernels: list[np.ndarray],
         raise IncompatibleWeightsError(f"torch's in_proj needs query, key and value kernels of one shape "
                                        f"(key_dim == value_dim, one input width); received "
                                        f"{[k.shape for k in kernels]}.")
-    features = kernels[0].shape[0]
-    weight = np.concatenate([k.reshape(features, -1).T for k in kernels], axis=0)
-    bias = None if biases is None else np.concatenate([b.reshape(-1) for b in biases])
+    weight = ATTENTION_IN.inverse(np.stack(kernels))
+    bias = None if biases is None else ATTENTION_IN_BIAS.inverse(np.stack(biases))
     return np.ascontiguousarray(weight), bias
 
 
@@ -253,14 +254,13 @@ def attention_out_proj_to_keras(weight: np.ndarray, heads: int) -> np.ndarray:
     if weight.shape[1] % heads:
         raise IncompatibleWeightsError(f"out_proj.weight reads h={heads} heads' outputs; received shape "
                                        f"{weight.shape}.")
-    return np.ascontiguousarray(weight.T.reshape(heads, weight.shape[1] // heads, weight.shape[0]))
+    return np.ascontiguousarray(ATTENTION_OUT(weight, h=heads))
 
 
 def attention_out_proj_to_torch(kernel: np.ndarray) -> np.ndarray:
     """Keras output kernel (h, k, d_out) -> torch `out_proj.weight` (d_out, h k)."""
     _expect_ndim(kernel, 3, "Keras MultiHeadAttention output kernel (heads, key_dim, d)")
-    heads, width, out = kernel.shape
-    return np.ascontiguousarray(kernel.reshape(heads * width, out).T)
+    return np.ascontiguousarray(ATTENTION_OUT.inverse(kernel))
 
 
 def embedding_as_is(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

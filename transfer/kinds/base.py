@@ -13,6 +13,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from transfer.layers import LayerSpec
+    from transfer.rearrange import Rearrange
 
 Arrays = list[np.ndarray]
 HWC = tuple[int, int, int]
@@ -110,6 +111,28 @@ class LayerKind:
         if source_framework == target_framework:
             return "none (same framework)"
         return self.describe_to_keras if target_framework == "keras" else self.describe_to_torch
+
+
+def reversible(op: Rearrange, keras_sizes: Callable[[PairContext], dict[str, int]] | None = None) -> dict[str, Any]:
+    """A kind's `to_keras`, `to_torch` and both descriptions, from one layout op of its first
+    tensor (torch -> Keras; the rest pass through): the inverse and the words are derived.
+    `keras_sizes` gives the axes a torch tensor does not tell (a depthwise conv's channels)."""
+    def to_keras(arrays: Arrays, context: PairContext) -> Arrays:
+        return [op(arrays[0], **(keras_sizes(context) if keras_sizes else {})), *arrays[1:]]
+
+    return {"to_keras": to_keras, "to_torch": first(op.inverse),
+            "describe_to_keras": op.describe(), "describe_to_torch": op.inverse.describe()}
+
+
+def renamed(torch_tensors: tuple[str, ...], keras_tensors: tuple[str, ...],
+            convert: Callable[[Arrays, PairContext], Arrays] | None = None) -> dict[str, Any]:
+    """A kind whose tensors keep their layout and change only their names (the norms): both
+    tensor lists, the converters (`convert`, by default the tensors as they are) and the
+    descriptions, derived from the names."""
+    convert = convert or same
+    return {"torch_tensors": torch_tensors, "keras_tensors": keras_tensors, "to_keras": convert, "to_torch": convert,
+            "describe_to_keras": f"{','.join(torch_tensors)} -> {','.join(keras_tensors)}",
+            "describe_to_torch": f"{','.join(keras_tensors)} -> {','.join(torch_tensors)}"}
 
 
 def first(convert: Callable[[np.ndarray], np.ndarray]) -> Callable[[Arrays, PairContext], Arrays]:

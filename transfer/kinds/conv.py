@@ -16,11 +16,12 @@ from transfer.kinds.base import (
     LayerParams,
     PairContext,
     bias,
-    first,
     keras_is,
     ndim,
+    reversible,
     with_bias,
 )
+from transfer.rearrange import Rearrange
 
 if TYPE_CHECKING:
     from transfer.layers import LayerSpec
@@ -31,9 +32,8 @@ def _conv_probe(context: PairContext) -> tuple[int, ...]:
     return (kh + 3, kw + 4, context.in_channels or channels)
 
 
-def _depthwise_to_keras(arrays: Arrays, context: PairContext) -> Arrays:
-    channels = context.target.tensors[0].shape[2]
-    return [layout.depthwise_torch_to_keras(arrays[0], channels), *arrays[1:]]
+def _keras_channels(context: PairContext) -> dict[str, int]:
+    return {"C": context.target.tensors[0].shape[2]}  # a Keras depthwise kernel's (kh, kw, C, m)
 
 
 def _torch_conv(depthwise: bool) -> Callable[[Any, Any], bool]:
@@ -96,6 +96,11 @@ def torch_separable_children(module: Any, torch: Any) -> tuple[str, str] | None:
     return None
 
 
+# the pointwise half of a separable pair reads the depthwise half's C*m outputs
+_SEPARABLE_POINTWISE = Rearrange("O (C m) 1 1 -> 1 1 (C m) O",
+                                 ("torch pointwise Conv2d weight", "Keras pointwise kernel"))
+
+
 def _separable_parts(arrays: Arrays) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """torch order (depthwise weight, [bias], pointwise weight, [bias]) -> the four, None where absent."""
     weights = [i for i, a in enumerate(arrays) if a.ndim == 4]
@@ -113,7 +118,7 @@ def _separable_to_keras(arrays: Arrays, context: PairContext) -> Arrays:
     bias b folds exactly into the one Keras bias: W_pw @ b + pointwise bias."""
     dw, dw_bias, pw, pw_bias = _separable_parts(arrays)
     channels = context.target.tensors[0].shape[2]
-    out = [layout.depthwise_torch_to_keras(dw, channels), pw.transpose(2, 3, 1, 0)]
+    out = [layout.DEPTHWISE(dw, C=channels), _SEPARABLE_POINTWISE(pw, C=channels)]
     bias = pw_bias if pw_bias is not None else np.zeros(pw.shape[0], pw.dtype)
     if dw_bias is not None:
         bias = bias + pw[:, :, 0, 0] @ dw_bias
@@ -130,8 +135,8 @@ def _separable_to_torch(arrays: Arrays, context: PairContext) -> Arrays:
     depthwise, pointwise = arrays[0], arrays[1]
     bias = arrays[2] if len(arrays) > 2 else np.zeros(pointwise.shape[3], pointwise.dtype)
     names = [t.name.rsplit(".", 1)[-1] for t in context.target.tensors]
-    dw = layout.depthwise_keras_to_torch(depthwise)
-    pw = np.ascontiguousarray(pointwise.transpose(3, 2, 0, 1))
+    dw = layout.DEPTHWISE.inverse(depthwise)
+    pw = np.ascontiguousarray(_SEPARABLE_POINTWISE.inverse(pointwise, C=depthwise.shape[2]))
     out = [dw]
     if names[1] == "bias":  # the depthwise conv has a bias
         out.append(np.zeros(dw.shape[0], dw.dtype))
@@ -165,9 +170,7 @@ def _separable_keras(ops: Any, a: Arrays, x: Any, p: LayerParams) -> Any:
 CONV2D_TRANSPOSE = LayerKind(
     name="conv2d_transpose",
     torch_tensors=("weight", "bias"), keras_tensors=("kernel", "bias"),
-    to_keras=first(layout.conv_transpose_torch_to_keras),
-    to_torch=first(layout.conv_transpose_keras_to_torch),
-    describe_to_keras="IOHW -> HWOI", describe_to_torch="HWOI -> IOHW",
+    **reversible(layout.CONV_TRANSPOSE),
     keras_layer=keras_is("Conv2DTranspose"),
     torch_module=lambda m, torch: isinstance(m, torch.nn.ConvTranspose2d),
     keras_file=lambda names, shapes: False,  # a file cannot tell it from a conv2d
@@ -182,8 +185,9 @@ SEPARABLE_CONV2D = LayerKind(
     torch_tensors=("<depthwise>.weight", "<pointwise>.weight", "<pointwise>.bias"),
     keras_tensors=("depthwise_kernel", "pointwise_kernel", "bias"),
     to_keras=_separable_to_keras, to_torch=_separable_to_torch,
-    describe_to_keras="depthwise (C*m,1,H,W) -> (H,W,C,m), pointwise (O,C*m,1,1) -> (1,1,C*m,O)",
-    describe_to_torch="depthwise (H,W,C,m) -> (C*m,1,H,W), pointwise (1,1,C*m,O) -> (O,C*m,1,1)",
+    describe_to_keras=f"depthwise {layout.DEPTHWISE.describe()}, pointwise {_SEPARABLE_POINTWISE.describe()}",
+    describe_to_torch=(f"depthwise {layout.DEPTHWISE.inverse.describe()}, "
+                       f"pointwise {_SEPARABLE_POINTWISE.inverse.describe()}"),
     keras_layer=keras_is("SeparableConv2D"),
     torch_module=lambda m, torch: torch_separable_children(m, torch) is not None,
     keras_file=lambda names, shapes: "pointwise_kernel" in names,
@@ -196,8 +200,7 @@ SEPARABLE_CONV2D = LayerKind(
 DEPTHWISE_CONV2D = LayerKind(
     name="depthwise_conv2d",
     torch_tensors=("weight", "bias"), keras_tensors=("depthwise_kernel", "bias"),
-    to_keras=_depthwise_to_keras, to_torch=first(layout.depthwise_keras_to_torch),
-    describe_to_keras="(C*m,1,H,W) -> (H,W,C,m)", describe_to_torch="(H,W,C,m) -> (C*m,1,H,W)",
+    **reversible(layout.DEPTHWISE, keras_sizes=_keras_channels),
     keras_layer=keras_is("DepthwiseConv2D"),
     torch_module=_torch_conv(depthwise=True),
     torch_groups=lambda module: int(module.groups),
@@ -211,8 +214,7 @@ DEPTHWISE_CONV2D = LayerKind(
 CONV2D = LayerKind(
     name="conv2d",
     torch_tensors=("weight", "bias"), keras_tensors=("kernel", "bias"),
-    to_keras=first(layout.conv_torch_to_keras), to_torch=first(layout.conv_keras_to_torch),
-    describe_to_keras="OIHW -> HWIO", describe_to_torch="HWIO -> OIHW",
+    **reversible(layout.CONV),
     keras_layer=keras_is("Conv2D"),
     torch_module=_torch_conv(depthwise=False),
     keras_file=lambda names, shapes: ndim(shapes, 4),

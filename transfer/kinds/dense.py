@@ -49,7 +49,7 @@ DENSE = LayerKind(
     name="dense",
     torch_tensors=("weight", "bias"), keras_tensors=("kernel", "bias"),
     to_keras=_dense_to_keras, to_torch=_dense_to_torch,
-    describe_to_keras="(out,in) -> (in,out)", describe_to_torch="(in,out) -> (out,in)",
+    describe_to_keras=layout.DENSE.describe(), describe_to_torch=layout.DENSE.inverse.describe(),
     keras_layer=keras_is("Dense"),
     torch_module=lambda m, torch: isinstance(m, torch.nn.Linear),
     keras_file=lambda names, shapes: ndim(shapes, 2),

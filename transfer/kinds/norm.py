@@ -15,7 +15,7 @@ from transfer.kinds.base import (
     PairContext,
     bias,
     keras_is,
-    same,
+    renamed,
 )
 
 
@@ -60,11 +60,8 @@ def _keras_group_norm(ops: Any, a: Arrays, x: Any, p: LayerParams) -> Any:
 BATCHNORM = LayerKind(
     name="batchnorm",
     display="BatchNorm",
-    torch_tensors=("weight", "bias", "running_mean", "running_var"),
-    keras_tensors=("gamma", "beta", "moving_mean", "moving_variance"),
-    to_keras=_batchnorm_same, to_torch=_batchnorm_same,
-    describe_to_keras="weight,bias,running_mean,running_var -> gamma,beta,moving_mean,moving_variance",
-    describe_to_torch="gamma,beta,moving_mean,moving_variance -> weight,bias,running_mean,running_var",
+    **renamed(("weight", "bias", "running_mean", "running_var"), ("gamma", "beta", "moving_mean", "moving_variance"),
+              _batchnorm_same),
     keras_layer=keras_is("BatchNormalization"),
     torch_module=lambda m, torch: isinstance(m, torch.nn.modules.batchnorm._BatchNorm),
     # the moving statistics tell a BatchNormalization from a LayerNormalization (gamma, beta)
@@ -82,9 +79,7 @@ BATCHNORM = LayerKind(
 LAYERNORM = LayerKind(
     name="layernorm",  # over the channels only: Keras axis=-1; torch LayerNorm((C,)), LayerNorm2d
     display="LayerNorm",
-    torch_tensors=("weight", "bias"), keras_tensors=("gamma", "beta"),
-    to_keras=same, to_torch=same,
-    describe_to_keras="weight,bias -> gamma,beta", describe_to_torch="gamma,beta -> weight,bias",
+    **renamed(("weight", "bias"), ("gamma", "beta")),
     keras_layer=_keras_channel_layernorm,
     torch_module=lambda m, torch: isinstance(m, torch.nn.LayerNorm) and len(m.normalized_shape) == 1,
     # gamma/beta without moving statistics: a LayerNormalization or a GroupNormalization;
@@ -101,9 +96,7 @@ LAYERNORM = LayerKind(
 GROUPNORM = LayerKind(
     name="groupnorm",  # Keras GroupNormalization(axis=-1) <-> torch GroupNorm
     display="GroupNorm",
-    torch_tensors=("weight", "bias"), keras_tensors=("gamma", "beta"),
-    to_keras=same, to_torch=same,
-    describe_to_keras="weight,bias -> gamma,beta", describe_to_torch="gamma,beta -> weight,bias",
+    **renamed(("weight", "bias"), ("gamma", "beta")),
     keras_layer=lambda layer, keras: (isinstance(layer, keras.layers.GroupNormalization)
                                       and layer.axis in (-1, 3)),
     torch_module=lambda m, torch: isinstance(m, torch.nn.GroupNorm),
