@@ -265,3 +265,19 @@ def test_a_separable_pair_is_one_layer_with_both_childrens_tensors() -> None:
     probe = RNG.normal(size=(2, *entry.probe_shape(context))).astype("float32")
     reference = run_layer(entry, "torch", weights, probe)
     assert np.max(np.abs(reference - run_layer(entry, "keras", converted, probe))) <= 1e-5 * np.max(np.abs(reference))
+
+
+@pytest.mark.parametrize(("op", "attributes", "shapes", "expected"), [
+    ("Conv", {}, [(8, 3, 3, 3), (8,)], "conv2d"),
+    ("Conv", {"group": 4}, [(8, 1, 3, 3)], "depthwise_conv2d"),
+    ("Conv", {"group": 2}, [(8, 2, 3, 3)], kinds.OTHER),  # grouped: a layer, of no convertible kind
+    ("ConvTranspose", {}, [(4, 8, 2, 2)], "conv2d_transpose"),
+    ("ConvTranspose", {"group": 2}, [(4, 4, 2, 2)], kinds.OTHER),
+    ("Gemm", {"transB": 1}, [(10, 20), (10,)], "dense"),
+    ("MatMul", {}, [(20, 10)], "dense"),
+    ("MatMul", {}, [(2, 20, 10)], None),  # a constant operand, not a layer
+    ("BatchNormalization", {}, [(8,)] * 4, "batchnorm"),
+    ("Add", {}, [(8,)], None),
+])
+def test_onnx_nodes_are_recognised_through_the_table(op: str, attributes: dict, shapes: list, expected: str | None) -> None:
+    assert kinds.onnx_node_kind(op, lambda name, default: attributes.get(name, default), shapes) == expected

@@ -12,7 +12,7 @@ one `LayerKind` in its family's module and its place in `KINDS` below (docs/deve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from transfer.errors import IncompatibleWeightsError
@@ -85,6 +85,19 @@ def keras_file_kind(names: Sequence[str], shapes: Sequence[tuple[int, ...]]) -> 
 def torch_file_kind(shapes: dict[str, tuple[int, ...]]) -> str:
     """Kind of a torch module known only by its state-dict entries (name -> shape)."""
     return next((k.name for k in KINDS if k.torch_file(shapes)), OTHER)
+
+
+ONNX_WEIGHTED_OPS = frozenset(op for k in KINDS for op in k.onnx_ops)  # other nodes' constants are no weights
+
+
+def onnx_node_kind(op: str, attribute: Callable[[str, Any], Any], shapes: Sequence[tuple[int, ...]]) -> str | None:
+    """Kind of an ONNX node with stored weights (shapes as stored). A node of a weighted type
+    that no kind takes is OTHER when it holds a conv kernel (4-D: a grouped conv, a layer the
+    tool cannot convert) and None otherwise (a constant operand, such as a MatMul's 3-D one)."""
+    if op not in ONNX_WEIGHTED_OPS:
+        return None
+    found = next((k.name for k in KINDS if op in k.onnx_ops and k.onnx_node(op, attribute, shapes)), None)
+    return found or (OTHER if len(shapes[0]) == 4 else None)
 
 
 def keras_layer_groups(name: str, layer: Any) -> int | None:

@@ -55,6 +55,7 @@ class LayerKind:
         keras_layer: is this Keras layer of the kind? (checked in table order)
         torch_module: is this torch module of the kind? (checked in table order)
         keras_file: from a Keras weights file's short weight names and shapes.
+        onnx_ops / onnx_node: an ONNX node of these types, and which of them is of the kind.
         torch_file: from a state dict's tensor names (of one module) and shapes.
         probe_shape: channels-last probe input shape (batch excluded) for verification.
         torch_op(F, tensors, x, params): the layer on an NCHW (or flat) torch tensor.
@@ -95,6 +96,11 @@ class LayerKind:
     # (arrays, context, mode, prefix tokens or None) -> arrays. Not a layout conversion: what it
     # returns is not the source's function, and verification must not call it equal to the source.
     resample: Callable[[Arrays, PairContext, str, int | None], Arrays] | None = None
+    # ONNX: the node types that may be this kind, and whether a node of one of them is
+    # (op type, its attribute reader (name, default) -> value, its stored weights' shapes)
+    onnx_ops: tuple[str, ...] = ()
+    onnx_node: Callable[[str, Callable[[str, Any], Any], Sequence[tuple[int, ...]]], bool] = (
+        lambda op, attribute, shapes: True)
     display: str = ""  # how messages name the kind where its name is not how people write it ("BatchNorm")
 
     @property

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +43,12 @@ def _torch_conv(depthwise: bool) -> Callable[[Any, Any], bool]:
             return False
         return (module.groups == module.in_channels > 1) == depthwise
     return match
+
+
+def _onnx_depthwise(op: str, attribute: Callable[[str, Any], Any], shapes: Sequence[tuple[int, ...]]) -> bool:
+    """An ONNX Conv with one group per input channel: weight (C*m, 1, kh, kw), group C."""
+    groups = int(attribute("group", 1))
+    return groups > 1 and shapes[0][1] == 1 and shapes[0][0] % groups == 0
 
 
 def _grouped_conv_probe(context: PairContext) -> tuple[int, ...]:
@@ -172,6 +178,7 @@ CONV2D_TRANSPOSE = LayerKind(
     torch_tensors=("weight", "bias"), keras_tensors=("kernel", "bias"),
     **reversible(layout.CONV_TRANSPOSE),
     keras_layer=keras_is("Conv2DTranspose"),
+    onnx_ops=("ConvTranspose",), onnx_node=lambda op, attribute, shapes: int(attribute("group", 1)) == 1,
     torch_module=lambda m, torch: isinstance(m, torch.nn.ConvTranspose2d),
     keras_file=lambda names, shapes: False,  # a file cannot tell it from a conv2d
     torch_file=lambda shapes: False,
@@ -202,6 +209,7 @@ DEPTHWISE_CONV2D = LayerKind(
     torch_tensors=("weight", "bias"), keras_tensors=("depthwise_kernel", "bias"),
     **reversible(layout.DEPTHWISE, keras_sizes=_keras_channels),
     keras_layer=keras_is("DepthwiseConv2D"),
+    onnx_ops=("Conv",), onnx_node=_onnx_depthwise,
     torch_module=_torch_conv(depthwise=True),
     torch_groups=lambda module: int(module.groups),
     keras_file=lambda names, shapes: any("depthwise" in n for n in names),
@@ -216,6 +224,8 @@ CONV2D = LayerKind(
     torch_tensors=("weight", "bias"), keras_tensors=("kernel", "bias"),
     **reversible(layout.CONV),
     keras_layer=keras_is("Conv2D"),
+    # a grouped conv's groups are not read from ONNX yet: such a node is of no known kind
+    onnx_ops=("Conv",), onnx_node=lambda op, attribute, shapes: int(attribute("group", 1)) == 1,
     torch_module=_torch_conv(depthwise=False),
     keras_file=lambda names, shapes: ndim(shapes, 4),
     torch_file=lambda shapes: len(shapes.get("weight", ())) == 4,

@@ -51,6 +51,7 @@ DENSE = LayerKind(
     to_keras=_dense_to_keras, to_torch=_dense_to_torch,
     describe_to_keras=layout.DENSE.describe(), describe_to_torch=layout.DENSE.inverse.describe(),
     keras_layer=keras_is("Dense"),
+    onnx_ops=("Gemm", "MatMul"), onnx_node=lambda op, attribute, shapes: op == "Gemm" or len(shapes[0]) == 2,
     torch_module=lambda m, torch: isinstance(m, torch.nn.Linear),
     keras_file=lambda names, shapes: ndim(shapes, 2),
     torch_file=lambda shapes: len(shapes.get("weight", ())) == 2,

@@ -63,6 +63,7 @@ BATCHNORM = LayerKind(
     **renamed(("weight", "bias", "running_mean", "running_var"), ("gamma", "beta", "moving_mean", "moving_variance"),
               _batchnorm_same),
     keras_layer=keras_is("BatchNormalization"),
+    onnx_ops=("BatchNormalization",), onnx_node=lambda op, attribute, shapes: len(shapes) == 4,
     torch_module=lambda m, torch: isinstance(m, torch.nn.modules.batchnorm._BatchNorm),
     # the moving statistics tell a BatchNormalization from a LayerNormalization (gamma, beta)
     keras_file=lambda names, shapes: {"moving_mean", "moving_variance"} <= set(names),

@@ -196,30 +196,24 @@ def _weights_of(node: Any, initializers: dict[str, Any], path: Path) -> tuple[st
         return None  # no weight, or one computed at run time: not a layer to move
     present = [(t, False) for t in stored if t is not None]
     op = node.op_type
-    if op == "Conv":
-        groups, weight = int(_attribute(node, "group", 1)), stored[0]
-        if groups == 1:
-            return "conv2d", present, None
-        depthwise = weight.dims[1] == 1 and weight.dims[0] % groups == 0
-        return ("depthwise_conv2d" if depthwise else kinds.OTHER), present, None
-    if op == "ConvTranspose":
-        if int(_attribute(node, "group", 1)) != 1:
-            return kinds.OTHER, present, None
-        return "conv2d_transpose", present, None
-    if op == "Gemm":
+    kind = kinds.onnx_node_kind(op, lambda name, default: _attribute(node, name, default),
+                                [tuple(int(d) for d in t.dims) for t, _ in present])
+    if kind is None:
+        return None
+    if op == "Gemm":  # ONNX stores a Gemm's B as (in, out) unless transB
         scaled = _attribute(node, "alpha", 1.0) != 1.0 or _attribute(node, "beta", 1.0) != 1.0
         if _attribute(node, "transA", 0) or scaled:
             raise CheckpointError(f"{path}: Gemm node '{node.name}' has transA, alpha or beta set: not a plain "
                                   "dense layer, so its weights are not moved.")
-        return "dense", [(stored[0], not _attribute(node, "transB", 0))] + present[1:], None
-    if op == "MatMul" and len(stored[0].dims) == 2:
-        return "dense", [(stored[0], True)], None
-    if op == "BatchNormalization" and len(present) == 4:
+        return kind, [(stored[0], not _attribute(node, "transB", 0))] + present[1:], None
+    if op == "MatMul":
+        return kind, [(stored[0], True)], None
+    if kind == "batchnorm":
         # ONNX stores epsilon as float32: 1e-5 reads back as 9.9999997e-06; take the shortest
         # decimal that float32 value stands for, which is what the exporter was given
         epsilon = float(np.format_float_positional(np.float32(_attribute(node, "epsilon", 1e-5)), unique=True))
-        return "batchnorm", present, epsilon
-    return None
+        return kind, present, epsilon
+    return kind, present, None
 
 
 def _layer_name(node: Any, weight: str, taken: dict[str, Any]) -> str:
