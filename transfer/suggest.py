@@ -140,11 +140,13 @@ def suggest(source: Weights, target: Weights, source_spec: ModelSpec, target_spe
 
 
 def _use_order(layers: list[LayerSpec]) -> list[LayerSpec]:
-    """Layers in the order the network uses them. A torch module's loose variable (ConvNeXt's
-    layer scale, owned by the block) is listed before the block's children, but used after
-    them, where Keras has its LayerScale layer: move it behind its last descendant."""
+    """Layers in the order the network uses them. A torch module's loose variable that the
+    module applies after its children (the kind table's `torch_used_after_children`: ConvNeXt's
+    layer scale, owned by the block) is listed before them, but used after them, where Keras
+    has its LayerScale layer: move it behind its last descendant."""
     ordered = list(layers)
-    for spec in [s for s in layers if s.framework == "torch" and s.kind == "channel_scale"]:
+    late = {k.name for k in kinds.KINDS if k.torch_used_after_children}
+    for spec in [s for s in layers if s.framework == "torch" and s.kind in late]:
         descendants = [i for i, other in enumerate(ordered) if other.name.startswith(spec.name + ".")]
         if descendants:
             ordered.remove(spec)

@@ -106,6 +106,15 @@ def test_the_readme_is_a_front_page() -> None:
     assert size <= 12 * 1024, f"README.md has {size:,} bytes; the front page keeps to 12 KB (the reference is docs/)"
 
 
+def test_the_payoff_table_in_the_docs_is_the_recorded_one() -> None:
+    """docs/measurements.md shows every cell of scripts/results/payoff_sweep.json, as
+    `payoff_sweep.py --record` wrote its table (payoff_sweep.md; that test checks JSON -> table)."""
+    recorded = (ROOT / "scripts" / "results" / "payoff_sweep.md").read_text().splitlines()
+    docs = (ROOT / "docs" / "measurements.md").read_text().splitlines()
+    missing = [row for row in recorded if row not in docs]
+    assert not missing, f"docs/measurements.md lacks the recorded payoff rows: {missing}"
+
+
 def matches(expected: str, actual: str) -> bool:
     """Each expected line appears in `actual`'s lines in order; `...` inside a line is a wildcard."""
     actual_lines = actual.splitlines()

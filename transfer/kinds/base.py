@@ -88,6 +88,9 @@ class LayerKind:
     # the layer's output is the same point of the network in both frameworks (false for a loose
     # variable: its torch "layer" is the whole module that owns it)
     output_comparable: bool = True
+    # a torch loose variable that its module applies after the module's children (ConvNeXt's
+    # layer scale, where Keras has a layer of its own): `suggest` aligns it behind them
+    torch_used_after_children: bool = False
     # the two sides hold the same number of tensors (a separable pair may fold a bias: no)
     same_tensor_count: bool = True
     reads_flattened: bool = False  # may read a flattened feature map (the CHW vs HWC row order)

@@ -62,4 +62,5 @@ CHANNEL_SCALE = LayerKind(
     torch_op=lambda F, t, x, p: x * t[0].reshape(1, -1, 1, 1),
     keras_op=lambda ops, a, x, p: x * a[0],
     output_comparable=False,
+    torch_used_after_children=True,  # CNBlock: layer_scale * block(x)
 )
