@@ -76,7 +76,7 @@ def dense_torch_to_keras(weight: np.ndarray, flatten: HWC | None = None) -> np.n
     map: torch flattens it in CHW order and Keras in HWC order, so the rows are permuted."""
     if flatten is None:
         return DENSE(weight)
-    DENSE(weight)  # the 2-D check, with its message
+    _expect_ndim(weight, 2, "torch Linear weight (out, in)")
     _expect_flattened(weight.shape[1], flatten)
     height, width, channels = flatten
     return DENSE_AFTER_FLATTEN(weight, H=height, W=width, C=channels)
@@ -86,7 +86,7 @@ def dense_keras_to_torch(kernel: np.ndarray, flatten: HWC | None = None) -> np.n
     """(in, out) -> (out, in), permuting HWC-flattened rows into CHW order with `flatten`."""
     if flatten is None:
         return DENSE.inverse(kernel)
-    DENSE.inverse(kernel)
+    _expect_ndim(kernel, 2, "Keras Dense kernel (in, out)")
     _expect_flattened(kernel.shape[0], flatten)
     height, width, channels = flatten
     return DENSE_AFTER_FLATTEN.inverse(kernel, H=height, W=width, C=channels)

@@ -75,7 +75,7 @@ class Rearrange:
             raise ValueError(f"layout pattern {self.pattern!r}: each axis once on each side")
         return source, target
 
-    @property
+    @cached_property
     def inverse(self) -> Rearrange:
         left, _, right = self.pattern.partition("->")
         return Rearrange(f"{right.strip()} -> {left.strip()}", (self.names[1], self.names[0]))

@@ -53,12 +53,11 @@ def test_a_malformed_pattern_is_a_programming_error(pattern: str) -> None:
 @given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4), st.integers(1, 5))
 def test_every_op_of_the_layout_module_is_undone_by_its_inverse(h: int, w: int, c: int, out: int) -> None:
     rng = np.random.default_rng(0)
-    cases = [(layout.CONV, (out, c, h, w), {}), (layout.CONV_TRANSPOSE, (c, out, h, w), {}),
-             (layout.DEPTHWISE, (c * out, 1, h, w), {"C": c}), (layout.DENSE, (out, c), {}),
-             (layout.DENSE_AFTER_FLATTEN, (out, c * h * w), {"H": h, "W": w, "C": c}),
-             (layout.ATTENTION_OUT, (out, c * h), {"h": h})]
-    for op, shape, sizes in cases:
+    flat = {"H": h, "W": w, "C": c}
+    cases = [  # (op, torch shape, sizes there, sizes back)
+        (layout.CONV, (out, c, h, w), {}, {}), (layout.CONV_TRANSPOSE, (c, out, h, w), {}, {}),
+        (layout.DEPTHWISE, (c * out, 1, h, w), {"C": c}, {}), (layout.DENSE, (out, c), {}, {}),
+        (layout.DENSE_AFTER_FLATTEN, (out, c * h * w), flat, flat), (layout.ATTENTION_OUT, (out, c * h), {"h": h}, {})]
+    for op, shape, there_sizes, back_sizes in cases:
         array = rng.normal(size=shape)
-        there = op(array, **sizes)
-        back_sizes = {k: v for k, v in sizes.items() if k in ("H", "W", "C") and op is layout.DENSE_AFTER_FLATTEN}
-        assert np.array_equal(op.inverse(there, **back_sizes), array), op.pattern
+        assert np.array_equal(op.inverse(op(array, **there_sizes), **back_sizes), array), op.pattern

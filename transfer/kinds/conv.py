@@ -45,6 +45,10 @@ def _torch_conv(depthwise: bool) -> Callable[[Any, Any], bool]:
     return match
 
 
+def _onnx_ungrouped(op: str, attribute: Callable[[str, Any], Any], shapes: Sequence[tuple[int, ...]]) -> bool:
+    return int(attribute("group", 1)) == 1
+
+
 def _onnx_depthwise(op: str, attribute: Callable[[str, Any], Any], shapes: Sequence[tuple[int, ...]]) -> bool:
     """An ONNX Conv with one group per input channel: weight (C*m, 1, kh, kw), group C."""
     groups = int(attribute("group", 1))
@@ -123,8 +127,8 @@ def _separable_to_keras(arrays: Arrays, context: PairContext) -> Arrays:
     """Depthwise (C*m,1,kh,kw) -> (kh,kw,C,m), pointwise (O,C*m,1,1) -> (1,1,C*m,O); a depthwise
     bias b folds exactly into the one Keras bias: W_pw @ b + pointwise bias."""
     dw, dw_bias, pw, pw_bias = _separable_parts(arrays)
-    channels = context.target.tensors[0].shape[2]
-    out = [layout.DEPTHWISE(dw, C=channels), _SEPARABLE_POINTWISE(pw, C=channels)]
+    sizes = _keras_channels(context)
+    out = [layout.DEPTHWISE(dw, **sizes), _SEPARABLE_POINTWISE(pw, **sizes)]
     bias = pw_bias if pw_bias is not None else np.zeros(pw.shape[0], pw.dtype)
     if dw_bias is not None:
         bias = bias + pw[:, :, 0, 0] @ dw_bias
@@ -178,7 +182,7 @@ CONV2D_TRANSPOSE = LayerKind(
     torch_tensors=("weight", "bias"), keras_tensors=("kernel", "bias"),
     **reversible(layout.CONV_TRANSPOSE),
     keras_layer=keras_is("Conv2DTranspose"),
-    onnx_ops=("ConvTranspose",), onnx_node=lambda op, attribute, shapes: int(attribute("group", 1)) == 1,
+    onnx_ops=("ConvTranspose",), onnx_node=_onnx_ungrouped,
     torch_module=lambda m, torch: isinstance(m, torch.nn.ConvTranspose2d),
     keras_file=lambda names, shapes: False,  # a file cannot tell it from a conv2d
     torch_file=lambda shapes: False,
@@ -225,7 +229,7 @@ CONV2D = LayerKind(
     **reversible(layout.CONV),
     keras_layer=keras_is("Conv2D"),
     # a grouped conv's groups are not read from ONNX yet: such a node is of no known kind
-    onnx_ops=("Conv",), onnx_node=lambda op, attribute, shapes: int(attribute("group", 1)) == 1,
+    onnx_ops=("Conv",), onnx_node=_onnx_ungrouped,
     torch_module=_torch_conv(depthwise=False),
     keras_file=lambda names, shapes: ndim(shapes, 4),
     torch_file=lambda shapes: len(shapes.get("weight", ())) == 4,
