@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from transfer.errors import MappingError
-from transfer.layers import LayerSpec
+from transfer.kinds import LayerSpec
 
 # The model a source can run for the stack check, or None and why not.
 Runnable = tuple[Any, str]

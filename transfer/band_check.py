@@ -27,9 +27,9 @@ def method(pair: Pair) -> str:
     bands = pair.bands
     assert bands is not None
     folded = f", preprocessing '{bands.fold[0]}' folded into '{bands.fold[1]}'" if bands.fold else ""
-    return (f"{pair.kind} on a probe, {pair.source.framework} vs {pair.target.framework}: the source's layer on the "
-            f"input mapped back to its bands ({bands.describe()}{folded}) against the target's: a declared change "
-            "(CHANGED), not equality with the source")
+    return (f"{pair.kind.name} on a probe, {pair.source.framework} vs {pair.target.framework}: the source's layer "
+            f"on the input mapped back to its bands ({bands.describe()}{folded}) against the target's: a declared "
+            "change (CHANGED), not equality with the source")
 
 
 def check_band_pair(pair: Pair, source_arrays: list[np.ndarray], target_arrays: list[np.ndarray],
@@ -37,12 +37,12 @@ def check_band_pair(pair: Pair, source_arrays: list[np.ndarray], target_arrays: 
     """The target layer on a probe against the source layer on the probe mapped to its bands."""
     bands = pair.bands
     assert bands is not None
-    entry = kinds.kind(pair.kind)
+    entry = pair.kind
     probe = rng.normal(size=(2, *_probe_shape(pair, len(bands.target)))).astype(np.float32)
     params_source = kinds.LayerParams(groups=1)
     params_target = kinds.LayerParams(groups=1)
     candidate = run_layer(entry, pair.target.framework, target_arrays, probe, params_target)
-    if pair.kind == "depthwise_conv2d":
+    if pair.kind is kinds.DEPTHWISE_CONV2D:
         reference = _depthwise_reference(entry, pair, source_arrays, probe, bands, params_source)
     else:
         mix, offset = bands.input_map()
@@ -71,7 +71,7 @@ def _depthwise_reference(entry: kinds.LayerKind, pair: Pair, source_arrays: list
 
 
 def _probe_shape(pair: Pair, channels: int) -> tuple[int, ...]:
-    if pair.kind == "dense":
+    if pair.kind is kinds.DENSE:
         return (channels,)
     shape = pair.target.tensors[0].shape  # Keras (kh, kw, ...), torch (..., kh, kw)
     kh, kw = (shape[0], shape[1]) if pair.target.framework == "keras" else (shape[2], shape[3])

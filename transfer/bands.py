@@ -40,11 +40,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from transfer.errors import IncompatibleWeightsError, MappingError
+from transfer.kinds import CONV2D, DENSE, DEPTHWISE_CONV2D, SEPARABLE_CONV2D, LayerKind
 from transfer.sources.known_models import CONVENTION_ANY_BAND, CONVENTION_BANDS, CONVENTION_STATS
 
 MEAN, ZERO = "mean", "zero"
 RESERVED = (MEAN, ZERO)
-KINDS = ("conv2d", "depthwise_conv2d", "separable_conv2d", "dense")
+KINDS = (CONV2D, DEPTHWISE_CONV2D, SEPARABLE_CONV2D, DENSE)  # what a band map can apply to
 SCALE = "raw 0-255 scale: the layer is fed (raw - mean) / std"
 
 
@@ -186,31 +187,32 @@ def band_map(source: tuple[str, ...], target: tuple[str, ...], declared: dict[st
 # --- applying a band map to one layer's tensors, in one framework's layout ------------------
 
 
-def in_channels(kind: str, framework: str, shapes: list[tuple[int, ...]], groups: int | None = None) -> int | None:
+def in_channels(kind: LayerKind, framework: str, shapes: list[tuple[int, ...]],
+                groups: int | None = None) -> int | None:
     """Input channels of a first layer from its tensor shapes (None where the shapes cannot say:
     a torch depthwise weight (C*m, 1, kh, kw) without its groups)."""
     first = shapes[0]
-    if kind == "dense":
+    if kind is DENSE:
         return first[1] if framework == "torch" else first[0]
-    if kind == "conv2d":
+    if kind is CONV2D:
         return (first[1] if framework == "torch" else first[2]) * (groups or 1)
     if framework == "keras":  # depthwise (kh, kw, C, m); separable's depthwise part likewise
         return first[2]
     return groups if groups and groups > 1 else None
 
 
-def apply(kind: str, framework: str, arrays: list[np.ndarray], bands: BandMap) -> list[np.ndarray]:
+def apply(kind: LayerKind, framework: str, arrays: list[np.ndarray], bands: BandMap) -> list[np.ndarray]:
     """One layer's tensors (its framework's order and layout) with the band map applied: the
     result reads the target's bands. Copies and zeros are exact (no arithmetic); `mean` and a
     fold are computed in float64 and rounded once."""
-    if kind in ("conv2d", "dense"):
+    if kind in (CONV2D, DENSE):
         return _linear(kind, framework, arrays, bands)
-    if kind == "depthwise_conv2d":
+    if kind is DEPTHWISE_CONV2D:
         return _depthwise(framework, arrays, bands)
-    if kind == "separable_conv2d":
+    if kind is SEPARABLE_CONV2D:
         return _separable(framework, arrays, bands)
-    raise IncompatibleWeightsError(f"`bands` and `fold_preprocessing` apply to a first {', '.join(KINDS[:-1])} or "
-                                   f"dense layer, not {kind}.")
+    raise IncompatibleWeightsError(f"`bands` and `fold_preprocessing` apply to a first "
+                                   f"{', '.join(k.name for k in KINDS[:-1])} or dense layer, not {kind.name}.")
 
 
 def _combine(parts: np.ndarray, bands: BandMap, scale: np.ndarray) -> list[np.ndarray]:
@@ -231,19 +233,18 @@ def _combine(parts: np.ndarray, bands: BandMap, scale: np.ndarray) -> list[np.nd
     return out
 
 
-def _linear(kind: str, framework: str, arrays: list[np.ndarray], bands: BandMap) -> list[np.ndarray]:
+def _linear(kind: LayerKind, framework: str, arrays: list[np.ndarray], bands: BandMap) -> list[np.ndarray]:
     kernel = arrays[0]
-    axis = {("conv2d", "keras"): 2, ("conv2d", "torch"): 1, ("dense", "keras"): 0, ("dense", "torch"): 1}[
-        (kind, framework)]
-    _expect_channels(kernel.shape[axis], bands, kind)
+    axis = {(CONV2D, "keras"): 2, (CONV2D, "torch"): 1, (DENSE, "keras"): 0, (DENSE, "torch"): 1}[(kind, framework)]
+    _expect_channels(kernel.shape[axis], bands, kind.name)
     scale, _ = bands.fold_terms()
     parts = np.moveaxis(kernel, axis, 0)
     new = np.moveaxis(np.stack(_combine(parts, bands, scale)), 0, axis)
     rest = list(arrays[1:])
     _, offset = bands.input_map()
     if offset.any():  # b' = b + sum over taps and source bands of W_s q_s
-        spelled = {("conv2d", "keras"): "hwio,i->o", ("conv2d", "torch"): "oihw,i->o",
-                   ("dense", "keras"): "io,i->o", ("dense", "torch"): "oi,i->o"}[(kind, framework)]
+        spelled = {(CONV2D, "keras"): "hwio,i->o", (CONV2D, "torch"): "oihw,i->o",
+                   (DENSE, "keras"): "io,i->o", (DENSE, "torch"): "oi,i->o"}[(kind, framework)]
         rest = [_with_correction(rest, np.einsum(spelled, kernel.astype(np.float64), offset)),
                 *rest[1:]]
     return [np.ascontiguousarray(new), *rest]

@@ -18,7 +18,7 @@ import numpy as np
 
 from transfer.adapter import ReadOnlyWeights, Runnable, Weights
 from transfer.errors import MappingError
-from transfer.layers import LayerSpec
+from transfer.kinds import LayerSpec
 
 SEPARATOR = ":"
 

@@ -19,7 +19,7 @@ from transfer import _frameworks
 from transfer.adapter import Weights
 from transfer.errors import IncompatibleWeightsError
 from transfer.flatten_order import HWC, FlattenOrder, NotEstablished, Order, row_permutation, torch_order
-from transfer.layers import LayerSpec
+from transfer.kinds import LayerSpec
 
 HINT = ("Add `flatten: [channels, height, width]` to the rule (a plain flatten of that map: torch "
         "flattens C, H, W, Keras' Flatten H, W, C), or `flatten: false` (not flattened from a map).")

@@ -45,7 +45,7 @@ def inspect_weights(weights: Weights) -> Inspection:
     def described(spec: Any) -> list[str]:
         return [f"{t.name} {'x'.join(map(str, t.shape)) or 'scalar'}" for t in spec.tensors]
 
-    rows = [LayerRow(spec.name, spec.kind, described(spec), spec.shapes, spec.params)
+    rows = [LayerRow(spec.name, spec.kind.name, described(spec), spec.shapes, spec.params)
             for spec in weights.layers().values()]
     return Inspection(weights.description, weights.framework, weights.preprocessing, rows,
                       weights.preprocessing_detail)

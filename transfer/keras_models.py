@@ -15,7 +15,8 @@ from transfer.archive import check_zip
 from transfer.errors import CheckpointError
 from transfer.flatten_order import keras_order
 from transfer.formats import KERAS_MODEL, is_whole_model, output_format
-from transfer.layers import FROM_FILE, LayerSpec, TensorSpec
+from transfer.kinds import LayerSpec
+from transfer.layers import FROM_FILE, TensorSpec
 from transfer.output import atomic_write
 from transfer.written import WrittenKerasFile, open_written_keras
 
@@ -50,10 +51,10 @@ def layer_specs(model: Any) -> dict[str, LayerSpec]:
             name=name, framework="keras", kind=kind,
             tensors=tuple(TensorSpec(w.name, tuple(int(d) for d in w.shape), str(w.dtype))
                           for w in layer.weights),
-            epsilon=float(layer.epsilon) if kinds.carries_epsilon(kind) else None,
-            epsilon_origin="the Keras layer" if kinds.carries_epsilon(kind) else "",
-            flatten=keras_order(layer, keras) if kinds.reads_flattened(kind) else FROM_FILE,
-            groups=kinds.keras_layer_groups(kind, layer), class_name=type(layer).__name__,
+            epsilon=float(layer.epsilon) if kind.carries_epsilon else None,
+            epsilon_origin="the Keras layer" if kind.carries_epsilon else "",
+            flatten=keras_order(layer, keras) if kind.reads_flattened else FROM_FILE,
+            groups=kind.keras_groups(layer), class_name=type(layer).__name__,
         )
     return specs
 

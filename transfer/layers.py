@@ -1,4 +1,5 @@
-"""Framework-neutral descriptions of weighted layers, read without loading tensor data."""
+"""Framework-neutral descriptions of tensors, read without loading tensor data (a weighted layer,
+`LayerSpec`, is described beside its kind in `transfer.kinds.base`)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ from dataclasses import dataclass
 from math import prod
 from typing import Literal
 
-from transfer.flatten_order import NotEstablished, Order
+from transfer.flatten_order import NotEstablished
 
-Kind = str  # a name in `transfer.kinds.KINDS`, or "other"
 Framework = Literal["keras", "torch"]
 # a weights file does not say how a dense layer's input was flattened
 FROM_FILE = NotEstablished("a weights file does not record how a dense layer's input was flattened")
@@ -26,30 +26,6 @@ class TensorSpec:
     @property
     def size(self) -> int:
         return prod(self.shape)
-
-
-@dataclass(frozen=True)
-class LayerSpec:
-    """A layer with weights: its tensors in the framework's own order."""
-
-    name: str
-    framework: Framework
-    kind: Kind
-    tensors: tuple[TensorSpec, ...]
-    epsilon: float | None = None  # normalisations only
-    epsilon_origin: str = ""  # where `epsilon` comes from (model, file, or an assumed default)
-    flatten: Order = FROM_FILE  # a live Keras Dense layer's input order (torch's needs the other side)
-    kind_from_file: bool = False  # kind guessed from names and shapes, not from a class
-    groups: int | None = None  # GroupNorm's groups, a (grouped) conv's groups; None: unknown
-    class_name: str = ""  # the layer's or module's class (for messages), "" when read from a file
-
-    @property
-    def params(self) -> int:
-        return sum(t.size for t in self.tensors)
-
-    @property
-    def shapes(self) -> list[list[int]]:
-        return [list(t.shape) for t in self.tensors]
 
 
 def numpy_dtype(name: str) -> str:

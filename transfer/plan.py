@@ -19,7 +19,7 @@ from transfer.bands import BandMap
 from transfer.composed import ComposedSource, unprefixed
 from transfer.dense_inputs import DenseInputs, resolve_dense_inputs, unplanned_dense_inputs
 from transfer.errors import IncompatibleWeightsError, MappingError, StrictModeError
-from transfer.layers import Kind, LayerSpec
+from transfer.kinds import LayerSpec
 from transfer.mapping import Mapping, ModelSpec, Rule, did_you_mean, is_declared
 from transfer.patterns import regex_hint, unused_entry_notes
 from transfer.report import SkippedLayer, UntouchedLayer
@@ -33,7 +33,7 @@ class Pair:
     source: LayerSpec
     target: LayerSpec
     rule: Rule
-    kind: Kind
+    kind: kinds.LayerKind
     # a dense layer's input orders on both sides and the row permutation between them (planned)
     inputs: DenseInputs | None = None
     # a first layer's input bands mapped by name (and a preprocessing folded in), as the rule declares
@@ -44,7 +44,7 @@ class Pair:
         """What this pair's conversion rests on that no model said: proven only if a check
         that runs the models (the stack check) reaches the layer."""
         found = list(self.inputs.unproven) if self.inputs is not None else []
-        if kinds.carries_epsilon(self.kind) and (self.source.epsilon is None) != (self.target.epsilon is None):
+        if self.kind.carries_epsilon and (self.source.epsilon is None) != (self.target.epsilon is None):
             found.append("normalisation epsilon assumed equal on both sides (a weights file does not store it)")
         return tuple(found)
 
@@ -55,8 +55,7 @@ class Pair:
         if self.source.framework == self.target.framework:
             reordered = self.inputs is not None and self.inputs.rows is not None
             return "inputs reordered between the two flatten orders" if reordered else "none (same framework)"
-        entry = kinds.BY_NAME.get(self.kind)
-        described = entry.describe(self.source.framework, self.target.framework) if entry else "none"
+        described = self.kind.describe(self.source.framework, self.target.framework)
         if self.inputs is not None and self.inputs.rows is not None:
             described += ", inputs reordered between the two flatten orders"
         return described
@@ -130,13 +129,13 @@ def plan_transfer(mapping: Mapping, source: Weights, target: Weights, strict: bo
                                f"matches no weighted layer of {source.description}."
                                f"{regex_hint(rule.pattern, names)}")
     pairs = [dataclasses.replace(p, inputs=_dense_inputs(p, source, target, _where(origin, p), establish))
-             if kinds.reads_flattened(p.kind) and not p.rule.maps_bands else p for p in pairs]
+             if p.kind.reads_flattened and not p.rule.maps_bands else p for p in pairs]
     pairs = _band_pairs(pairs, mapping, source)
     _check_shapes(pairs, origin)
     untouched = [UntouchedLayer(name, is_declared(name, mapping.untouched))
                  for name in targets if name not in receivers]
     plan = Plan(pairs, skipped, untouched, _frozen(mapping, targets))
-    unknown_eps = [p.source.name for p in pairs if kinds.carries_epsilon(p.kind) and p.source.epsilon is None]
+    unknown_eps = [p.source.name for p in pairs if p.kind.carries_epsilon and p.source.epsilon is None]
     if unknown_eps:
         plan.notes.append(f"normalisation epsilon of {len(unknown_eps)} source layer(s) unknown (Keras weight "
                           "files do not store it): assumed equal to the target's; set "
@@ -210,7 +209,7 @@ def _band_pairs(pairs: list[Pair], mapping: Mapping, source: Weights) -> list[Pa
                                f"'{pair.source.name}'.")
         by_rule[id(pair.rule)] = pair.source.name
         # a first dense layer reads the bands as a vector (its inputs are the bands: checked below)
-        inputs = DenseInputs(None, None, None) if kinds.reads_flattened(pair.kind) else pair.inputs
+        inputs = DenseInputs(None, None, None) if pair.kind.reads_flattened else pair.inputs
         out.append(dataclasses.replace(pair, bands=_band_map(pair, mapping, source, where), inputs=inputs))
     if mapping.target.bands is not None and not by_rule and not mapping.composed:
         found = source_bands(mapping.source, source)
@@ -226,7 +225,7 @@ def _band_map(pair: Pair, mapping: Mapping, source: Weights, where: str) -> Band
     _, spec, adapter = source_side(mapping, source, pair.source.name)
     if pair.kind not in band_maps.KINDS:
         raise IncompatibleWeightsError(f"{where}: `bands:` and `fold_preprocessing` apply to a first conv (plain, "
-                                       f"depthwise, separable) or dense layer; this pair is {pair.kind}.")
+                                       f"depthwise, separable) or dense layer; this pair is {pair.kind.name}.")
     found = source_bands(spec, adapter)
     wanted = target_bands(mapping)
     if found is None or wanted is None:
@@ -244,7 +243,7 @@ def _band_map(pair: Pair, mapping: Mapping, source: Weights, where: str) -> Band
         fold = (convention, str(pair.rule.fold_into))
     result = band_maps.band_map(found, wanted, dict(pair.rule.bands or ()), fold, where)
     for role, spec_side, bands in (("source", pair.source, result.source), ("target", pair.target, result.target)):
-        if pair.kind == "conv2d" and (spec_side.groups or 1) > 1:
+        if pair.kind is kinds.CONV2D and (spec_side.groups or 1) > 1:
             raise IncompatibleWeightsError(f"{where}: the {role} layer is a grouped conv ({spec_side.groups} groups); "
                                            "bands map a plain, depthwise or separable first conv.")
         channels = band_maps.in_channels(pair.kind, spec_side.framework, [t.shape for t in spec_side.tensors],
@@ -286,12 +285,12 @@ def _frozen(mapping: Mapping, targets: dict[str, LayerSpec]) -> list[str]:
     return frozen
 
 
-def pair_kind(source: LayerSpec, target: LayerSpec, origin: str, rule: Rule) -> Kind:
+def pair_kind(source: LayerSpec, target: LayerSpec, origin: str, rule: Rule) -> kinds.LayerKind:
     kind = kinds.pair_kind(source, target)
-    if kind is None and source.framework == target.framework and "other" in (source.kind, target.kind):
+    if kind is None and source.framework == target.framework and kinds.OTHER in (source.kind, target.kind):
         kind = target.kind
-    if kind == kinds.OTHER and source.framework != target.framework:
-        unknown = [f"'{spec.name}' ({_what(spec)})" for spec in (source, target) if spec.kind == kinds.OTHER]
+    if kind is kinds.OTHER and source.framework != target.framework:
+        unknown = [f"'{spec.name}' ({_what(spec)})" for spec in (source, target) if spec.kind is kinds.OTHER]
         raise IncompatibleWeightsError(
             f"{origin}: {_rule_where(rule)}: no PyTorch <-> Keras layout conversion is known for "
             f"{' and '.join(unknown)}; known kinds: {', '.join(kinds.BY_NAME)}.")
@@ -309,9 +308,9 @@ def pair_kind(source: LayerSpec, target: LayerSpec, origin: str, rule: Rule) -> 
 
 def _what(spec: LayerSpec) -> str:
     """A layer as a message names it: its kind, and its class where the kind says little."""
-    if spec.kind == kinds.OTHER:
+    if spec.kind is kinds.OTHER:
         return f"a {spec.class_name} layer, of no known kind" if spec.class_name else "a layer of no known kind"
-    return f"a {spec.kind} layer ({spec.class_name})" if spec.class_name else f"a {spec.kind} layer"
+    return f"a {spec.kind.name} layer ({spec.class_name})" if spec.class_name else f"a {spec.kind.name} layer"
 
 
 def _check_shapes(pairs: list[Pair], origin: str) -> None:
@@ -338,7 +337,7 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
     """Source tensors of one pair -> the target's layout (same order as the target's)."""
     source, target = pair.source, pair.target
     where = f"{origin}: {_rule_where(pair.rule)}: '{source.name}' -> '{target.name}'"
-    same_count = pair.kind not in kinds.BY_NAME or kinds.BY_NAME[pair.kind].same_tensor_count
+    same_count = pair.kind.same_tensor_count
     if same_count and len(arrays) != len(target.tensors):
         raise IncompatibleWeightsError(
             f"{where}: the source layer has {len(arrays)} tensors "
@@ -351,11 +350,11 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
             arrays = resampled(pair, arrays)
         elif source.framework != target.framework:
             arrays = _cross_framework(pair, arrays)
-        elif kinds.reads_flattened(pair.kind) and pair.inputs is not None and pair.inputs.rows is not None:
+        elif pair.kind.reads_flattened and pair.inputs is not None and pair.inputs.rows is not None:
             arrays = [layout.permute_dense_inputs(arrays[0], pair.inputs.rows, source.framework), *arrays[1:]]
         if pair.rule.adapt:
             arrays = _adapt(pair, arrays)
-        if kinds.carries_epsilon(pair.kind):
+        if pair.kind.carries_epsilon:
             arrays = _match_epsilon(pair, arrays, where)
     except IncompatibleWeightsError as exc:
         if str(exc).startswith(origin):
@@ -365,17 +364,17 @@ def convert_pair(pair: Pair, arrays: list[np.ndarray], origin: str = "<mapping>"
 
 
 def _cross_framework(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
-    return kinds.kind(pair.kind).convert(arrays, kinds.PairContext(pair.source, pair.target, rows=_rows(pair)))
+    return pair.kind.convert(arrays, kinds.PairContext(pair.source, pair.target, rows=_rows(pair)))
 
 
 def resampled(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
     """The source's tensors resampled onto the target's shape, as the rule declares (a change of
     the tensor: the kind table's `resample`, a position embedding's only)."""
-    hook = kinds.BY_NAME[pair.kind].resample if pair.kind in kinds.BY_NAME else None
+    hook = pair.kind.resample
     if hook is None or pair.rule.resample is None:
         able = [k.name for k in kinds.KINDS if k.resample is not None]
         raise IncompatibleWeightsError(f"`resample` applies to {', '.join(able)} layers (a position embedding), "
-                                       f"not {pair.kind}.")
+                                       f"not {pair.kind.name}.")
     mode, prefix = pair.rule.resample
     return hook(arrays, kinds.PairContext(pair.source, pair.target), mode, prefix)
 
@@ -383,19 +382,19 @@ def resampled(pair: Pair, arrays: list[np.ndarray]) -> list[np.ndarray]:
 def _rows(pair: Pair) -> np.ndarray | None:
     """The dense row permutation: planned, or (a pair made outside a plan, as `suggest` does)
     the plain flatten of each framework where the Keras model says a map was flattened."""
-    if not kinds.reads_flattened(pair.kind):
+    if not pair.kind.reads_flattened:
         return None
     inputs = pair.inputs if pair.inputs is not None else unplanned_dense_inputs(pair.source, pair.target, pair.rule)
     return inputs.rows
 
 
-def input_axis(kind: str, framework: str) -> int:
+def input_axis(kind: kinds.LayerKind, framework: str) -> int:
     """Axis of a kernel's input channels (the kind table's `input_channel_axis`)."""
-    axes = kinds.BY_NAME[kind].input_channel_axis if kind in kinds.BY_NAME else None
+    axes = kind.input_channel_axis
     if axes is None:
         adaptable = [k.name for k in kinds.KINDS if k.input_channel_axis]
         raise IncompatibleWeightsError(f"input-channel adaptation applies to {', '.join(adaptable)} layers, "
-                                       f"not {kind}.")
+                                       f"not {kind.name}.")
     return axes[framework]
 
 
@@ -417,7 +416,7 @@ def _match_epsilon(pair: Pair, arrays: list[np.ndarray], where: str) -> list[np.
     source_eps, target_eps = pair.source.epsilon, pair.target.epsilon
     if source_eps is None or target_eps is None or np.isclose(source_eps, target_eps, rtol=1e-9, atol=0):
         return arrays
-    entry = kinds.kind(pair.kind)
+    entry = pair.kind
     rescale = entry.rescale_epsilon
     if pair.rule.epsilon == "rescale" and rescale is not None:
         return rescale(arrays, source_eps, target_eps)

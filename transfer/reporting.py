@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from transfer import bands as band_maps
+from transfer import kinds
 from transfer._version import __version__
 from transfer.adapter import Weights
 from transfer.checksums import file_sha256
@@ -50,7 +51,7 @@ def border_notes(report: Report, plan: Plan, source: Weights) -> None:
         if pair.bands is not None and pair.bands.fold is not None and row.bands is not None:
             _, offset = pair.bands.input_map()
             info = dict(row.bands)
-            if pair.kind == "conv2d" and offset.any():
+            if pair.kind is kinds.CONV2D and offset.any():
                 kernel = source.read(pair.source.name)[0]
                 hwio = kernel if pair.source.framework == "keras" else kernel.transpose(2, 3, 1, 0)
                 bound = band_maps.border_bound(hwio, offset)
@@ -59,7 +60,7 @@ def border_notes(report: Report, plan: Plan, source: Weights) -> None:
                                   f"the target convention's mean instead of its own: at most {bound:.3g} per output "
                                   "there, before the activation")
                 info["border_bound"] = bound
-            elif pair.kind == "dense" or not offset.any():
+            elif pair.kind is kinds.DENSE or not offset.any():
                 info["border"] = "exact everywhere (no offset to pad, or no padding)"
             else:
                 info["border"] = ("exact away from zero-padded borders; at the border the padded pixels stand for the "
@@ -103,7 +104,7 @@ def transferred_row(pair: Pair, notes: tuple[str, ...] = ()) -> TransferredLayer
     changed = (f"resampled ({pair.rule.resample[0]}) from {pair.source.shapes[0]} to {pair.target.shapes[0]}"
                if pair.rule.resample else bands.changed() if bands is not None and not bands.identity else None)
     return TransferredLayer(
-        source=pair.source.name, target=pair.target.name, kind=pair.kind, conversion=pair.conversion,
+        source=pair.source.name, target=pair.target.name, kind=pair.kind.name, conversion=pair.conversion,
         params=pair.target.params, shapes={"source": pair.source.shapes, "target": pair.target.shapes},
         notes=notes, adapted={"in_channels": list(channels), "policy": pair.rule.adapt} if channels else None,
         inputs=pair.inputs.describe() if pair.inputs is not None and (pair.inputs.source or pair.inputs.target)

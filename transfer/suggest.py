@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from transfer import formats, kinds
+from transfer import formats
 from transfer.adapter import Weights
 from transfer.errors import IncompatibleWeightsError, MappingError
-from transfer.layers import LayerSpec
+from transfer.kinds import LayerSpec
 from transfer.mapping import Mapping, ModelSpec, Rule, is_regex, parse_model_spec
 from transfer.plan import Pair, convert_pair, pair_kind
 
@@ -79,7 +79,7 @@ def _fits(source: LayerSpec, target: LayerSpec) -> dict[str, Any] | None:
             continue
         if shapes == target.shapes:
             eps_s, eps_t = source.epsilon, target.epsilon
-            needs_rescale = (kinds.carries_epsilon(pair.kind) and eps_s is not None and eps_t is not None
+            needs_rescale = (pair.kind.carries_epsilon and eps_s is not None and eps_t is not None
                              and abs(eps_s - eps_t) > 1e-12 * eps_t)
             return {**options, **({"epsilon": "rescale"} if needs_rescale else {})}
     return None
@@ -145,8 +145,7 @@ def _use_order(layers: list[LayerSpec]) -> list[LayerSpec]:
     layer scale, owned by the block) is listed before them, but used after them, where Keras
     has its LayerScale layer: move it behind its last descendant."""
     ordered = list(layers)
-    late = {k.name for k in kinds.KINDS if k.torch_used_after_children}
-    for spec in [s for s in layers if s.framework == "torch" and s.kind in late]:
+    for spec in [s for s in layers if s.framework == "torch" and s.kind.torch_used_after_children]:
         descendants = [i for i, other in enumerate(ordered) if other.name.startswith(spec.name + ".")]
         if descendants:
             ordered.remove(spec)
@@ -168,7 +167,7 @@ def _doubt(sources: list[LayerSpec], targets: list[LayerSpec], i: int, j: int, f
     if fits[(i, j)].get("flatten", "auto") is None:
         notes.append("set `flatten: [C, H, W]` if a Flatten feeds this dense layer")
     if fits[(i, j)].get("epsilon"):
-        notes.append(f"{kinds.kind(source.kind).title} epsilon differs ({source.epsilon:g} -> {target.epsilon:g}): "
+        notes.append(f"{source.kind.title} epsilon differs ({source.epsilon:g} -> {target.epsilon:g}): "
                      "gamma rescaled")
     return "unsure: " + "; ".join(notes) if notes else ""
 

@@ -14,7 +14,8 @@ from transfer import _frameworks, kinds
 from transfer.adapter import Closing, Runnable, Snapshot
 from transfer.errors import CheckpointError, IncompatibleWeightsError
 from transfer.formats import SAFETENSORS, output_format
-from transfer.layers import TORCH_IGNORED, LayerSpec, TensorSpec, torch_sort_key
+from transfer.kinds import LayerSpec
+from transfer.layers import TORCH_IGNORED, TensorSpec, torch_sort_key
 from transfer.output import atomic_write
 from transfer.written import WrittenStateDict, open_written_state
 
@@ -66,9 +67,9 @@ def layer_specs(module: Any) -> dict[str, LayerSpec]:
             name=name or "(root)", framework="torch", kind=kind,
             tensors=tuple(TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix("torch."))
                           for n, t in tensors.items()),
-            epsilon=float(sub.eps) if kinds.carries_epsilon(kind) else None,
-            epsilon_origin="the torch module" if kinds.carries_epsilon(kind) else "",
-            groups=kinds.torch_module_groups(kind, sub), class_name=type(sub).__name__,
+            epsilon=float(sub.eps) if kind.carries_epsilon else None,
+            epsilon_origin="the torch module" if kind.carries_epsilon else "",
+            groups=kind.torch_groups(sub), class_name=type(sub).__name__,
         )
     return specs
 

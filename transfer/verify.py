@@ -128,7 +128,7 @@ def _stack(result: Verification, pairs: list[Pair], source_model: Any, target: W
             return
         result.stack_note = note or stack_stop(pairs, order, target)
         comparable = [p for p in stack if source_runner.reachable(p.source.name)
-                      and built_runner.reachable(p.target.name) and kinds.output_comparable(p.kind)]
+                      and built_runner.reachable(p.target.name) and p.kind.output_comparable]
         if not comparable:
             result.stack_note = "no mapped layer of the stack has an output both models can show"
             return
@@ -193,9 +193,9 @@ def _check_layer(pair: Pair, source_arrays: list[np.ndarray], target_arrays: lis
         axis = input_axis(pair.kind, source.framework)
         source_arrays = [layout.adapt_in_channels(source_arrays[0], axis, adapted[1], str(pair.rule.adapt)),
                          *source_arrays[1:]]
-    entry = kinds.kind(pair.kind)
+    entry = pair.kind
     context = kinds.PairContext(source, target, in_channels=adapted[1] if adapted else None)
-    method = f"{pair.kind} on a probe, {source.framework} vs {target.framework}"
+    method = f"{pair.kind.name} on a probe, {source.framework} vs {target.framework}"
     if pair.rule.resample:  # the reference applies the declared change: proven equal to it, never to the source
         source_arrays = resampled(pair, source_arrays)
         context = kinds.PairContext(target, target)  # the probe fits the resampled (target-shaped) tensors

@@ -21,7 +21,8 @@ from helpers.checkpoints import max_rel_diff, randomize_keras, randomize_torch
 from transfer import kinds
 from transfer.errors import IncompatibleWeightsError
 from transfer.keras_models import KerasModelWeights
-from transfer.layers import LayerSpec, TensorSpec
+from transfer.kinds import LayerSpec
+from transfer.layers import TensorSpec
 from transfer.mapping import Rule
 from transfer.resample import interpolation_matrix, resample_position_embedding
 from transfer.torch_models import TorchModuleWeights
@@ -30,7 +31,7 @@ from transfer.verify import run_layer
 RNG = np.random.default_rng(22)
 SMALL = {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32,
          "num_classes": 10}
-MHA = kinds.BY_NAME["multi_head_attention"]
+MHA = kinds.MULTI_HEAD_ATTENTION
 
 
 def nchw(x: np.ndarray) -> Any:
@@ -76,7 +77,7 @@ def torch_read(module: Any) -> list[np.ndarray]:
 def test_attention_torch_to_keras_computes_the_same_and_round_trips_bit_identically(bias: bool) -> None:
     module, layer = torch_attention(8, 2, bias), keras_attention(8, 2, bias)
     torch_spec, keras_spec = specs(module, layer)
-    assert (torch_spec.kind, keras_spec.kind, torch_spec.groups) == ("multi_head_attention",) * 2 + (2,)
+    assert (torch_spec.kind, keras_spec.kind, torch_spec.groups) == (MHA, MHA, 2)
     assert [t.name for t in torch_spec.tensors] == (["in_proj_bias", "in_proj_weight", "out_proj.bias", "out_proj.weight"]
                                                     if bias else ["in_proj_weight", "out_proj.weight"])
     original = torch_read(module)
@@ -137,7 +138,7 @@ def test_a_head_count_mismatch_is_refused() -> None:
         pair_kind(torch_spec, keras_spec, "m.yaml", Rule("a", "b", False))
     with pytest.raises(IncompatibleWeightsError, match="2 heads and the Keras one 4"):
         MHA.convert(torch_read(module), kinds.PairContext(torch_spec, keras_spec))
-    from_file = LayerSpec("mha", "keras", "multi_head_attention", keras_spec.tensors, kind_from_file=True)
+    from_file = LayerSpec("mha", "keras", MHA, keras_spec.tensors, kind_from_file=True)
     with pytest.raises(IncompatibleWeightsError, match="2 heads and the Keras one 4"):
         MHA.convert(layer.get_weights(), kinds.PairContext(from_file, torch_spec))
 
@@ -156,35 +157,35 @@ def test_attention_layers_are_recognised_and_nothing_is_stolen() -> None:
     """The new recognisers come after the old ones: a PReLU's (1, 1, C) alpha and a layer
     scale's (C,) stay what they were; attention variants Keras cannot compute are `other`."""
     nn = torch.nn
-    assert kinds.torch_module_kind(nn.MultiheadAttention(8, 2), torch) == "multi_head_attention"
-    assert kinds.torch_module_kind(nn.MultiheadAttention(8, 2, add_bias_kv=True), torch) == "other"
-    assert kinds.torch_module_kind(nn.MultiheadAttention(8, 2, kdim=4, vdim=4), torch) == "other"
-    assert kinds.torch_module_kind(nn.MultiheadAttention(8, 2, add_zero_attn=True), torch) == "other"
-    assert kinds.keras_layer_kind(keras_attention(8, 2), keras) == "multi_head_attention"
+    assert kinds.torch_module_kind(nn.MultiheadAttention(8, 2), torch).name == "multi_head_attention"
+    assert kinds.torch_module_kind(nn.MultiheadAttention(8, 2, add_bias_kv=True), torch).name == "other"
+    assert kinds.torch_module_kind(nn.MultiheadAttention(8, 2, kdim=4, vdim=4), torch).name == "other"
+    assert kinds.torch_module_kind(nn.MultiheadAttention(8, 2, add_zero_attn=True), torch).name == "other"
+    assert kinds.keras_layer_kind(keras_attention(8, 2), keras).name == "multi_head_attention"
     image_attention = keras.layers.MultiHeadAttention(2, 4, attention_axes=(1, 2))
     image = np.zeros((1, 3, 3, 8), "float32")
     image_attention(image, image)
-    assert kinds.keras_layer_kind(image_attention, keras) == "other"
+    assert kinds.keras_layer_kind(image_attention, keras).name == "other"
     narrowed = keras.layers.MultiHeadAttention(2, 4, output_shape=(4,))
     narrowed(np.zeros((1, 3, 8), "float32"), np.zeros((1, 3, 8), "float32"))
-    assert kinds.keras_layer_kind(narrowed, keras) == "other"
+    assert kinds.keras_layer_kind(narrowed, keras).name == "other"
     prelu = keras.layers.PReLU(shared_axes=[1, 2])
     prelu.build((None, 3, 3, 4))
-    assert kinds.keras_layer_kind(prelu, keras) == "prelu"
-    assert kinds.keras_file_kind(["alpha"], [(1, 1, 4)]) == "prelu"
+    assert kinds.keras_layer_kind(prelu, keras).name == "prelu"
+    assert kinds.keras_file_kind(["alpha"], [(1, 1, 4)]).name == "prelu"
     pointwise_1d = keras.layers.Conv1D(4, 1, use_bias=False)  # its one (1, in, out) kernel is no embedding
     pointwise_1d.build((None, 5, 3))
-    assert kinds.keras_layer_kind(pointwise_1d, keras) == "other"
-    assert kinds.keras_file_kind(["kernel"], [(1, 3, 4)]) == "other"
-    assert kinds.keras_file_kind(["vars/0"], [(4,)]) == "layernorm"
-    assert kinds.torch_file_kind({"layer_scale": (4, 1, 1)}) == "channel_scale"
-    assert kinds.torch_file_kind({"class_token": (1, 1, 8)}) == "token_embedding"
-    assert kinds.torch_file_kind({"pos_embedding": (1, 17, 8)}) == "token_embedding"
-    assert kinds.keras_file_kind(["pos_embedding"], [(1, 17, 8)]) == "token_embedding"
+    assert kinds.keras_layer_kind(pointwise_1d, keras).name == "other"
+    assert kinds.keras_file_kind(["kernel"], [(1, 3, 4)]).name == "other"
+    assert kinds.keras_file_kind(["vars/0"], [(4,)]).name == "layernorm"
+    assert kinds.torch_file_kind({"layer_scale": (4, 1, 1)}).name == "channel_scale"
+    assert kinds.torch_file_kind({"class_token": (1, 1, 8)}).name == "token_embedding"
+    assert kinds.torch_file_kind({"pos_embedding": (1, 17, 8)}).name == "token_embedding"
+    assert kinds.keras_file_kind(["pos_embedding"], [(1, 17, 8)]).name == "token_embedding"
     assert kinds.torch_file_kind({"in_proj_weight": (24, 8), "in_proj_bias": (24,), "out_proj.weight": (8, 8),
-                                  "out_proj.bias": (8,)}) == "multi_head_attention"
+                                  "out_proj.bias": (8,)}).name == "multi_head_attention"
     assert kinds.keras_file_kind(["kernel", "bias"] * 4, [(8, 2, 4), (2, 4)] * 3 + [(2, 4, 8), (8,)]) \
-        == "multi_head_attention"
+        is MHA
 
 
 def test_a_state_dict_groups_out_proj_with_its_attention(tmp_path: Path) -> None:
@@ -198,7 +199,7 @@ def test_a_state_dict_groups_out_proj_with_its_attention(tmp_path: Path) -> None
     live = TorchModuleWeights(model).layers()
     assert list(from_file) == list(live) == ["0", "1"]
     assert [t.name for t in from_file["1"].tensors] == [t.name for t in live["1"].tensors]
-    assert from_file["1"].kind == live["1"].kind == "multi_head_attention"
+    assert from_file["1"].kind is live["1"].kind is MHA
 
 
 
@@ -237,7 +238,7 @@ def test_a_timm_fused_qkv_attention_is_one_attention_layer_both_ways(qkv_bias: b
     names = ["proj.bias", "proj.weight", *(["qkv.bias"] if qkv_bias else []), "qkv.weight"]
     assert list(live) == list(from_file) == ["0"]
     assert [t.name for t in live["0"].tensors] == [t.name for t in from_file["0"].tensors] == names
-    assert live["0"].kind == from_file["0"].kind == "multi_head_attention" and live["0"].groups == 2
+    assert live["0"].kind is from_file["0"].kind is MHA and live["0"].groups == 2
     layer = keras_attention(8, 2)
     _, keras_spec = specs(torch_attention(8, 2), layer)
     original = TorchModuleWeights(model).read("0")
@@ -248,10 +249,10 @@ def test_a_timm_fused_qkv_attention_is_one_attention_layer_both_ways(qkv_bias: b
     assert max_rel_diff(np.asarray(layer(x, x)), expected) <= 1e-5
     back = MHA.convert([np.asarray(w) for w in layer.get_weights()], kinds.PairContext(keras_spec, live["0"]))
     assert all(np.array_equal(a, b) for a, b in zip(original, back))
-    assert kinds.torch_module_kind(TimmAttention(8, 4, True), torch) == "multi_head_attention"
+    assert kinds.torch_module_kind(TimmAttention(8, 4, True), torch).name == "multi_head_attention"
     normalised = TimmAttention(8, 2, True)
     normalised.q_norm = torch.nn.LayerNorm(4)  # qk_norm=True: another function
-    assert kinds.torch_module_kind(normalised, torch) == "other"
+    assert kinds.torch_module_kind(normalised, torch).name == "other"
 
 
 # ---- the patch embedding, the class token and the position embedding -----------------------
@@ -265,7 +266,7 @@ def test_the_patch_embedding_is_an_ordinary_conv2d() -> None:
     keras_conv(x)
     torch_spec = TorchModuleWeights(torch.nn.Sequential(conv)).layers()["0"]
     keras_spec = KerasModelWeights(keras.Sequential([keras.Input((8, 12, 3)), keras_conv])).layers()[keras_conv.name]
-    assert torch_spec.kind == keras_spec.kind == "conv2d"
+    assert torch_spec.kind is keras_spec.kind is kinds.CONV2D
     keras_conv.set_weights(kinds.BY_NAME["conv2d"].convert(torch_read(conv), kinds.PairContext(torch_spec, keras_spec)))
     with torch.no_grad():
         expected = conv(nchw(x)).numpy().transpose(0, 2, 3, 1)
@@ -275,13 +276,13 @@ def test_the_patch_embedding_is_an_ordinary_conv2d() -> None:
 def test_token_embeddings_move_as_they_are_and_another_grid_is_refused() -> None:
     entry = kinds.BY_NAME["token_embedding"]
     array = RNG.normal(size=(1, 17, 8)).astype("float32")
-    torch_side = LayerSpec("encoder", "torch", "token_embedding", (TensorSpec("pos_embedding", (1, 17, 8), "float32"),))
-    keras_side = LayerSpec("pos", "keras", "token_embedding", (TensorSpec("pos_embedding", (1, 17, 8), "float32"),))
+    torch_side = LayerSpec("encoder", "torch", kinds.TOKEN_EMBEDDING, (TensorSpec("pos_embedding", (1, 17, 8), "float32"),))
+    keras_side = LayerSpec("pos", "keras", kinds.TOKEN_EMBEDDING, (TensorSpec("pos_embedding", (1, 17, 8), "float32"),))
     (moved,) = entry.convert([array], kinds.PairContext(torch_side, keras_side))
     assert np.array_equal(moved, array)
     probe = RNG.normal(size=(2, *entry.probe_shape(kinds.PairContext(torch_side, keras_side)))).astype("float32")
     assert np.array_equal(run_layer(entry, "torch", [array], probe), run_layer(entry, "keras", [moved], probe))
-    bigger = LayerSpec("pos", "keras", "token_embedding", (TensorSpec("pos_embedding", (1, 37, 8), "float32"),))
+    bigger = LayerSpec("pos", "keras", kinds.TOKEN_EMBEDDING, (TensorSpec("pos_embedding", (1, 37, 8), "float32"),))
     with pytest.raises(IncompatibleWeightsError, match="resample: bicubic"):
         entry.convert([array], kinds.PairContext(torch_side, bigger))
 
@@ -367,7 +368,7 @@ def test_the_vit_builders_check_their_arguments() -> None:
             builder(**{**SMALL, "num_layers": 0})
     model = build_vit(**SMALL, include_top=False)
     assert model.output.shape == (None, 17, 16)
-    assert [s.kind for s in KerasModelWeights(model).layers().values()][:3] == ["conv2d", "token_embedding",
+    assert [s.kind.name for s in KerasModelWeights(model).layers().values()][:3] == ["conv2d", "token_embedding",
                                                                                  "token_embedding"]
 
 
@@ -407,8 +408,8 @@ def test_the_kind_hook_resamples_onto_the_target_grid() -> None:
     entry = kinds.BY_NAME["token_embedding"]
     assert entry.resample is not None and MHA.resample is None
     array = RNG.normal(size=(1, 17, 8)).astype("float32")
-    source = LayerSpec("encoder", "torch", "token_embedding", (TensorSpec("pos_embedding", (1, 17, 8), "float32"),))
-    target = LayerSpec("pos", "keras", "token_embedding", (TensorSpec("pos_embedding", (1, 37, 8), "float32"),))
+    source = LayerSpec("encoder", "torch", kinds.TOKEN_EMBEDDING, (TensorSpec("pos_embedding", (1, 17, 8), "float32"),))
+    target = LayerSpec("pos", "keras", kinds.TOKEN_EMBEDDING, (TensorSpec("pos_embedding", (1, 37, 8), "float32"),))
     (got,) = entry.resample([array], kinds.PairContext(source, target), "bicubic", None)
     assert max_rel_diff(got, torch_resampled(array, (4, 4), (6, 6), "bicubic", 1)) <= 1e-5
     with pytest.raises(IncompatibleWeightsError, match="unknown resampling mode 'nearest'"):

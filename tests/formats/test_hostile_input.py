@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import resource
 import shutil
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 import pytest
 
 import transfer
+from helpers.bounds import no_hang
 from helpers.checkpoints import tiny_keras, tiny_torch, write_legacy_h5
 from transfer.cli import main
 from transfer.errors import CheckpointError, MappingError, TransferWeightsError
@@ -36,10 +36,8 @@ def billion_laughs(levels: int = 9, width: int = 9) -> str:
 def test_alias_bomb_is_refused_fast_and_small() -> None:
     """Finding 2: nine levels of nine aliases used to expand past 1 GiB in about 5 s."""
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    with pytest.raises(MappingError, match="expands to more than 100,000 values"):
+    with no_hang("refusing an alias bomb"), pytest.raises(MappingError, match="expands to more than 100,000 values"):
         load_mapping(billion_laughs())
-    assert time.perf_counter() - started < 1.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 100_000  # KiB
 
 

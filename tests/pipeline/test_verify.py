@@ -75,9 +75,9 @@ def test_corrupted_tensor_in_the_output_is_named_and_not_written(notop_h5: Path,
 
 def test_planted_wrong_kernel_permutation_fails_and_restores_the_target(vgg16_bn_pth: Path, monkeypatch) -> None:
     """The shape-keeping bug: (3, 2, 1, 0) swaps kh and kw of every 3x3 kernel."""
-    wrong = dataclasses.replace(kinds.BY_NAME["conv2d"],
+    wrong = dataclasses.replace(kinds.CONV2D,
                                 to_keras=lambda arrays, context: [arrays[0].transpose(3, 2, 1, 0), *arrays[1:]])
-    monkeypatch.setitem(kinds.BY_NAME, "conv2d", wrong)
+    monkeypatch.setattr(kinds, "KINDS", tuple(wrong if k is kinds.CONV2D else k for k in kinds.KINDS))
     target = build_segnet_vgg16((64, 64, 3), batchnorm=True, batchnorm_epsilon=1e-5)
     before = [w.numpy().copy() for w in target.weights]
     mapping = mapping_dict("segnet_vgg16_bn_torchvision.yaml")

@@ -3,20 +3,21 @@
 Nesting is measured on the YAML tokens before the composer (which recurses once per level) sees
 them; rule patterns are screened, as `re` parses them, for every construct that backtracks
 exponentially or with a high polynomial degree, and a refused pattern is quoted as written.
-Property tests over generated nestings and patterns: a Mapping or a MappingError, within a
-second each, and an accepted pattern matches long adversarial layer names within a second."""
+Property tests over generated nestings and patterns: a Mapping or a MappingError, never a hang
+(`helpers.bounds.no_hang`), and an accepted pattern matches long adversarial layer names without
+one."""
 
 from __future__ import annotations
 
 import re
 import resource
-import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers.bounds import no_hang
 from transfer.cli import main
 from transfer.errors import MappingError
 from transfer.mapping import Mapping, load_mapping
@@ -29,12 +30,10 @@ DEEP = 10**5
 ADVERSARIAL = ["a" * 200 + "!", "a_" * 100 + "!", "ab" * 100 + "!", "0" * 200 + "x", "block1_" * 30 + "!"]
 
 
-def refused_within_a_second(text: str, match: str) -> MappingError:
+def refused_fast(text: str, match: str) -> MappingError:
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    started = time.perf_counter()
-    with pytest.raises(MappingError, match=match) as info:
+    with no_hang("refusing the mapping"), pytest.raises(MappingError, match=match) as info:
         load_mapping(text)
-    assert time.perf_counter() - started < 1.0
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 100_000  # KiB
     assert info.value.exit_code == 3
     return info.value
@@ -50,7 +49,7 @@ def refused_within_a_second(text: str, match: str) -> MappingError:
 ], ids=["in-skip", "whole-document", "flow-mapping", "unclosed", "block-sequence", "block-mapping"])
 def test_deep_nesting_is_refused_before_the_parser_recurses(text: str, line: int) -> None:
     """It was `RecursionError` (exit 1, 'internal error') for 10**5 levels."""
-    error = refused_within_a_second(text, f"nested deeper than {MAX_DEPTH} levels")
+    error = refused_fast(text, f"nested deeper than {MAX_DEPTH} levels")
     assert str(error).startswith(f"<mapping>:{line}: ")
 
 
@@ -86,7 +85,7 @@ def test_deep_nesting_through_the_command_line(tmp_path: Path, capsys: pytest.Ca
 def test_patterns_that_backtrack_are_refused_and_quoted_as_written(pattern: str, construct: str) -> None:
     """`(a|aa)+$`, `(a|a)+$` and twelve `a*` in a row hung (over 300 s); `(.*a){20}$` was
     quoted garbled as `((.*a){)`."""
-    error = refused_within_a_second(BASE + f"layers: {{'{pattern}': 'x'}}\n", re.escape(construct))
+    error = refused_fast(BASE + f"layers: {{'{pattern}': 'x'}}\n", re.escape(construct))
     assert f"the pattern '{pattern}' " in str(error)
     assert str(error).startswith("<mapping>:4: layers.")
 
@@ -97,18 +96,17 @@ def test_patterns_that_backtrack_are_refused_and_quoted_as_written(pattern: str,
 ])
 def test_ordinary_patterns_are_accepted_and_fast_on_long_names(pattern: str) -> None:
     rule = load_mapping(BASE + f"layers: {{'{pattern}': 'x'}}\n").rules[0]
-    started = time.perf_counter()
-    for name in ADVERSARIAL:
-        rule.target_for(name)
-    assert time.perf_counter() - started < 1.0
+    with no_hang(f"matching {pattern!r} against long names"):
+        for name in ADVERSARIAL:
+            rule.target_for(name)
 
 
 def test_patterns_too_long_or_nested_too_deep_are_refused_before_compiling() -> None:
     """`re`'s parser recurses once per group: 10**5 parentheses in a key were a RecursionError."""
     long_key = "(" * DEEP + "a" + ")" * DEEP  # YAML takes keys this long only as explicit keys
-    refused_within_a_second(BASE + f"layers:\n  ? '{long_key}'\n  : x\n",
+    refused_fast(BASE + f"layers:\n  ? '{long_key}'\n  : x\n",
                             "the pattern has 200,001 characters; a rule pattern may have at most 1,000")
-    refused_within_a_second(BASE + "layers: {'" + "(" * 40 + "a" + ")" * 40 + "': x}\n",
+    refused_fast(BASE + "layers: {'" + "(" * 40 + "a" + ")" * 40 + "': x}\n",
                             "the pattern nests groups 40 deep; at most 32")
 
 
@@ -127,24 +125,24 @@ def nesting(depth: int, kinds: list[str]) -> str:
     return text
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized, as the pattern test below
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(depth=st.one_of(st.integers(0, 80), st.sampled_from([500, 5_000, 50_000])),
        kinds=st.lists(st.sampled_from(["flow-seq", "flow-map", "block-seq"]), min_size=1, max_size=3),
        where=st.sampled_from(["skip", "layers", "document", "untouched"]),
        cut=st.booleans())
-def test_any_nesting_gives_a_mapping_or_a_mapping_error_within_a_second(depth: int, kinds: list[str], where: str,
+def test_any_nesting_gives_a_mapping_or_a_mapping_error(depth: int, kinds: list[str], where: str,
                                                                         cut: bool) -> None:
     inner = nesting(depth, kinds)
     if cut:  # an unclosed document
         inner = inner[: len(inner) // 2 + 1]
     text = inner + "\n" if where == "document" else BASE + (
         "layers: {}\n" if where != "layers" else "") + f"{where}: {inner}\n"
-    started = time.perf_counter()
-    try:
-        assert isinstance(load_mapping(text), Mapping)
-    except MappingError as exc:
-        assert str(exc) and exc.exit_code == 3
-    assert time.perf_counter() - started < 1.0
+    with no_hang(f"loading a mapping nested {depth} deep"):
+        try:
+            assert isinstance(load_mapping(text), Mapping)
+        except MappingError as exc:
+            assert str(exc) and exc.exit_code == 3
 
 
 atoms = st.sampled_from(["a", "b", "_", r"\.", ".", r"\w", r"\d", "[ab]", "[^_]", r"\s"])
@@ -168,17 +166,16 @@ patterns = st.recursive(
 # examples come from running it with --hypothesis-seed)
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(pattern=patterns)
-def test_any_pattern_is_refused_or_matches_long_names_within_a_second(pattern: str) -> None:
+def test_any_pattern_is_refused_or_matches_long_names(pattern: str) -> None:
     text = BASE + "layers:\n  '" + pattern.replace("'", "''") + "': x\n"
-    started = time.perf_counter()
-    try:
-        mapping = load_mapping(text)
-    except MappingError as exc:
-        assert exc.exit_code == 3 and str(exc)
-        return
-    rule = mapping.rules[0]
-    if rule.is_pattern:
-        assert pattern_problem(pattern) == ""
-        for name in ADVERSARIAL:
-            rule.target_for(name)
-    assert time.perf_counter() - started < 1.0, pattern
+    with no_hang(f"loading and matching {pattern!r}"):
+        try:
+            mapping = load_mapping(text)
+        except MappingError as exc:
+            assert exc.exit_code == 3 and str(exc)
+            return
+        rule = mapping.rules[0]
+        if rule.is_pattern:
+            assert pattern_problem(pattern) == ""
+            for name in ADVERSARIAL:
+                rule.target_for(name)

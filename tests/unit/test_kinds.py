@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from transfer import kinds
-from transfer.layers import LayerSpec, TensorSpec
+from transfer.kinds import LayerSpec
+from transfer.layers import TensorSpec
 
 RNG = np.random.default_rng(5)
 
@@ -37,7 +38,7 @@ GROUPS = {"groupnorm": 3, "multi_head_attention": 2}
 def spec(framework: str, kind: str, shapes: list[tuple[int, ...]], flatten=None) -> LayerSpec:
     entry = kinds.BY_NAME[kind]
     names = entry.torch_tensors if framework == "torch" else entry.keras_tensors
-    return LayerSpec("layer", framework, kind, tuple(TensorSpec(n, s, "float32") for n, s in zip(names, shapes)),
+    return LayerSpec("layer", framework, entry, tuple(TensorSpec(n, s, "float32") for n, s in zip(names, shapes)),
                      epsilon=1e-3 if entry.carries_epsilon else None, flatten=flatten or "unknown",
                      groups=GROUPS.get(kind))
 
@@ -108,8 +109,8 @@ def test_live_layers_are_recognised() -> None:
                       "groupnorm": layers.GroupNormalization(2), "other": layers.LayerNormalization(axis=1),
                       "conv2d(groups=4)": layers.Conv2D(8, 3, groups=4), "prelu": layers.PReLU()}
     for kind, layer in expected_keras.items():
-        assert kinds.keras_layer_kind(layer, keras) == kind.partition("(")[0], kind
-    assert kinds.keras_layer_groups("conv2d", expected_keras["conv2d(groups=4)"]) == 4
+        assert kinds.keras_layer_kind(layer, keras).name == kind.partition("(")[0], kind
+    assert kinds.CONV2D.keras_groups(expected_keras["conv2d(groups=4)"]) == 4
     nn = torch.nn
     expected_torch = {"conv2d": nn.Conv2d(3, 2, 3), "conv2d_transpose": nn.ConvTranspose2d(3, 2, 3),
                       "depthwise_conv2d": nn.Conv2d(4, 8, 3, groups=4), "dense": nn.Linear(3, 2),
@@ -117,8 +118,8 @@ def test_live_layers_are_recognised() -> None:
                       "groupnorm": nn.GroupNorm(2, 4), "conv2d(groups=2)": nn.Conv2d(4, 4, 3, groups=2),
                       "other": nn.LayerNorm((4, 5)), "prelu": nn.PReLU(4)}
     for kind, module in expected_torch.items():
-        assert kinds.torch_module_kind(module, torch) == kind.partition("(")[0], kind
-    assert kinds.torch_module_groups("conv2d", expected_torch["conv2d(groups=2)"]) == 2
+        assert kinds.torch_module_kind(module, torch).name == kind.partition("(")[0], kind
+    assert kinds.CONV2D.torch_groups(expected_torch["conv2d(groups=2)"]) == 2
 
     class Block(nn.Module):  # torchvision's CNBlock: a bare layer-scale parameter
         def __init__(self) -> None:
@@ -126,25 +127,25 @@ def test_live_layers_are_recognised() -> None:
             self.layer_scale = nn.Parameter(torch.ones(4, 1, 1))
             self.conv = nn.Conv2d(4, 4, 1)
 
-    assert kinds.torch_module_kind(Block(), torch) == "channel_scale"
+    assert kinds.torch_module_kind(Block(), torch).name == "channel_scale"
 
 
 def test_file_tensors_are_recognised() -> None:
-    assert kinds.keras_file_kind(["depthwise_kernel", "bias"], [(3, 3, 4, 1), (4,)]) == "depthwise_conv2d"
-    assert kinds.keras_file_kind(["gamma", "beta", "moving_mean", "moving_variance"], [(4,)] * 4) == "batchnorm"
-    assert kinds.keras_file_kind(["moving_mean", "moving_variance"], [(4,)] * 2) == "batchnorm"  # center=scale=False
-    assert kinds.keras_file_kind(["gamma", "beta"], [(4,)] * 2) == "layernorm"  # not a BatchNorm
-    assert kinds.keras_file_kind(["gamma"], [(4,)]) == "layernorm"  # center=False
-    assert kinds.keras_file_kind(["vars/0"], [(4,)]) == "layernorm"  # a lone vector: the target decides
-    assert kinds.keras_file_kind(["kernel", "bias"], [(3, 3, 4, 2), (2,)]) == "conv2d"
-    assert kinds.keras_file_kind(["kernel", "bias"], [(4, 2), (2,)]) == "dense"
-    assert kinds.torch_file_kind({"weight": (4,), "bias": (4,), "running_mean": (4,), "running_var": (4,)}) == "batchnorm"
-    assert kinds.torch_file_kind({"weight": (2, 4, 3, 3)}) == "conv2d"
-    assert kinds.torch_file_kind({"weight": (2, 4)}) == "dense"
-    assert kinds.torch_file_kind({"weight": (4,), "bias": (4,)}) == "layernorm"
-    assert kinds.torch_file_kind({"layer_scale": (4, 1, 1)}) == "channel_scale"
-    assert kinds.torch_file_kind({"weight": (4,)}) == "prelu"  # a module of one slope vector
-    assert kinds.keras_file_kind(["alpha"], [(1, 1, 4)]) == "prelu"
+    assert kinds.keras_file_kind(["depthwise_kernel", "bias"], [(3, 3, 4, 1), (4,)]).name == "depthwise_conv2d"
+    assert kinds.keras_file_kind(["gamma", "beta", "moving_mean", "moving_variance"], [(4,)] * 4).name == "batchnorm"
+    assert kinds.keras_file_kind(["moving_mean", "moving_variance"], [(4,)] * 2).name == "batchnorm"  # center=scale=False
+    assert kinds.keras_file_kind(["gamma", "beta"], [(4,)] * 2).name == "layernorm"  # not a BatchNorm
+    assert kinds.keras_file_kind(["gamma"], [(4,)]).name == "layernorm"  # center=False
+    assert kinds.keras_file_kind(["vars/0"], [(4,)]).name == "layernorm"  # a lone vector: the target decides
+    assert kinds.keras_file_kind(["kernel", "bias"], [(3, 3, 4, 2), (2,)]).name == "conv2d"
+    assert kinds.keras_file_kind(["kernel", "bias"], [(4, 2), (2,)]).name == "dense"
+    assert kinds.torch_file_kind({"weight": (4,), "bias": (4,), "running_mean": (4,), "running_var": (4,)}).name == "batchnorm"
+    assert kinds.torch_file_kind({"weight": (2, 4, 3, 3)}).name == "conv2d"
+    assert kinds.torch_file_kind({"weight": (2, 4)}).name == "dense"
+    assert kinds.torch_file_kind({"weight": (4,), "bias": (4,)}).name == "layernorm"
+    assert kinds.torch_file_kind({"layer_scale": (4, 1, 1)}).name == "channel_scale"
+    assert kinds.torch_file_kind({"weight": (4,)}).name == "prelu"  # a module of one slope vector
+    assert kinds.keras_file_kind(["alpha"], [(1, 1, 4)]).name == "prelu"
 
 
 def test_an_unknown_kind_names_the_known_ones() -> None:
@@ -156,7 +157,7 @@ def test_an_unknown_kind_names_the_known_ones() -> None:
 
 def _side(framework: str, kind: str, shapes: list[tuple[int, ...]], groups: int | None = None) -> LayerSpec:
     names = ("weight", "bias") if framework == "torch" else ("kernel", "bias")
-    return LayerSpec("layer", framework, kind, tuple(TensorSpec(n, s, "float32") for n, s in zip(names, shapes)),
+    return LayerSpec("layer", framework, kinds.kind(kind), tuple(TensorSpec(n, s, "float32") for n, s in zip(names, shapes)),
                      groups=groups)
 
 
@@ -177,9 +178,8 @@ def test_cross_kind_pairs_convert_and_compute_the_same(source: LayerSpec, target
     tensors, and the two layers agree on a probe (same framework: the converted tensors)."""
     from transfer.verify import run_layer
 
-    kind = kinds.pair_kind(source, target)
-    assert kind == expected
-    entry = kinds.BY_NAME[kind]
+    entry = kinds.pair_kind(source, target)
+    assert entry is kinds.kind(expected)
     context = kinds.PairContext(source, target)
     weights = [RNG.normal(size=t.shape).astype("float32") for t in source.tensors]
     converted = entry.convert(weights, context)
@@ -209,8 +209,8 @@ def test_different_groups_are_refused_by_the_plan() -> None:
     from transfer.mapping import Rule
     from transfer.plan import pair_kind
 
-    source = LayerSpec("gn", "torch", "groupnorm", (TensorSpec("weight", (8,), "float32"),), groups=2)
-    target = LayerSpec("gn", "keras", "groupnorm", (TensorSpec("gamma", (8,), "float32"),), groups=4)
+    source = LayerSpec("gn", "torch", kinds.GROUPNORM, (TensorSpec("weight", (8,), "float32"),), groups=2)
+    target = LayerSpec("gn", "keras", kinds.GROUPNORM, (TensorSpec("gamma", (8,), "float32"),), groups=4)
     with pytest.raises(IncompatibleWeightsError, match="2 group.*4"):
         pair_kind(source, target, "m.yaml", Rule("gn", "gn", False))
 
@@ -222,12 +222,12 @@ def test_a_layernorm_epsilon_change_is_refused_not_rescaled() -> None:
     from transfer.mapping import Rule
     from transfer.plan import Pair, convert_pair
 
-    source = LayerSpec("ln", "torch", "layernorm", (TensorSpec("weight", (4,), "float32"), TensorSpec("bias", (4,), "float32")),
+    source = LayerSpec("ln", "torch", kinds.LAYERNORM, (TensorSpec("weight", (4,), "float32"), TensorSpec("bias", (4,), "float32")),
                        epsilon=1e-6)
     target = dataclasses.replace(source, framework="keras", epsilon=1e-3)
     rule = Rule("ln", "ln", False, epsilon="rescale")
     with pytest.raises(IncompatibleWeightsError, match="LayerNorm epsilon differs: source 1e-06.*target 0.001.*no change"):
-        convert_pair(Pair(source, target, rule, "layernorm"), [np.ones(4, "float32")] * 2, "m.yaml")
+        convert_pair(Pair(source, target, rule, kinds.LAYERNORM), [np.ones(4, "float32")] * 2, "m.yaml")
 
 
 def test_a_separable_pair_is_one_layer_with_both_childrens_tensors() -> None:
@@ -252,10 +252,10 @@ def test_a_separable_pair_is_one_layer_with_both_childrens_tensors() -> None:
     model = nn.Sequential(SeparableConv2d(), nn.ReLU(), nn.Sequential(nn.Conv2d(5, 5, 3, groups=5), nn.Conv2d(5, 2, 1)),
                           nn.Sequential(nn.Conv2d(2, 2, 3, groups=2), nn.BatchNorm2d(2)))
     layers = TorchModuleWeights(model).layers()
-    assert {n: s.kind for n, s in layers.items()} == {"0": "separable_conv2d", "2": "separable_conv2d",
+    assert {n: s.kind.name for n, s in layers.items()} == {"0": "separable_conv2d", "2": "separable_conv2d",
                                                       "3.0": "depthwise_conv2d", "3.1": "batchnorm"}
     assert [t.name for t in layers["0"].tensors] == ["conv_dw.weight", "conv_dw.bias", "conv_pw.weight", "conv_pw.bias"]
-    keras_side = LayerSpec("sep", "keras", "separable_conv2d",
+    keras_side = LayerSpec("sep", "keras", kinds.SEPARABLE_CONV2D,
                            tuple(TensorSpec(n, s, "float32") for n, s in
                                  zip(("depthwise_kernel", "pointwise_kernel", "bias"), [(3, 3, 4, 2), (1, 1, 8, 5), (5,)])))
     entry = kinds.BY_NAME["separable_conv2d"]
@@ -270,9 +270,9 @@ def test_a_separable_pair_is_one_layer_with_both_childrens_tensors() -> None:
 @pytest.mark.parametrize(("op", "attributes", "shapes", "expected"), [
     ("Conv", {}, [(8, 3, 3, 3), (8,)], "conv2d"),
     ("Conv", {"group": 4}, [(8, 1, 3, 3)], "depthwise_conv2d"),
-    ("Conv", {"group": 2}, [(8, 2, 3, 3)], kinds.OTHER),  # grouped: a layer, of no convertible kind
+    ("Conv", {"group": 2}, [(8, 2, 3, 3)], "other"),  # grouped: a layer, of no convertible kind
     ("ConvTranspose", {}, [(4, 8, 2, 2)], "conv2d_transpose"),
-    ("ConvTranspose", {"group": 2}, [(4, 4, 2, 2)], kinds.OTHER),
+    ("ConvTranspose", {"group": 2}, [(4, 4, 2, 2)], "other"),
     ("Gemm", {"transB": 1}, [(10, 20), (10,)], "dense"),
     ("MatMul", {}, [(20, 10)], "dense"),
     ("MatMul", {}, [(2, 20, 10)], None),  # a constant operand, not a layer
@@ -280,4 +280,5 @@ def test_a_separable_pair_is_one_layer_with_both_childrens_tensors() -> None:
     ("Add", {}, [(8,)], None),
 ])
 def test_onnx_nodes_are_recognised_through_the_table(op: str, attributes: dict, shapes: list, expected: str | None) -> None:
-    assert kinds.onnx_node_kind(op, lambda name, default: attributes.get(name, default), shapes) == expected
+    found = kinds.onnx_node_kind(op, lambda name, default: attributes.get(name, default), shapes)
+    assert (found.name if found else None) == expected

@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[2] / "transfer"
 LAYERS: dict[int, tuple[str, ...]] = {
     0: ("_version", "errors", "checksums", "flatten_order", "layers", "layout", "rearrange", "patterns", "progress",
         "report", "shipped", "resample", "archive", "formats", "output", "sources.known_models", "targets.vgg16_layout",
-        "targets._checks", "bands"),
+        "targets._checks"),
     1: ("_frameworks", "mapping_yaml", "mapping_types", "kinds", "kinds.base", "kinds.conv", "kinds.dense", "kinds.norm", "kinds.scale", "kinds.attention",
-        "mapping"),
+        "mapping", "bands"),
     2: ("targets.keras_applications", "targets.keras_efficientnet_lite", "targets.keras_pooling",
         "targets.keras_resnet", "targets.keras_segnet", "targets.keras_unet", "targets.keras_unet_convnext",
         "targets.keras_vit", "targets.keras_setr", "targets.torch_resnet", "targets.torch_segnet", "targets.torch_torchvision",

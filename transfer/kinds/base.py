@@ -1,7 +1,9 @@
 """The shape of the kind table: `LayerKind` (one kind of weighted layer, everything the tool
-knows about it), what its converters and probe ops receive (`PairContext`, `LayerParams`), and
-the small helpers every family of kinds uses. No framework is imported here: recognisers receive
-the framework's layer or module, probe ops the framework module, from the caller."""
+knows about it), `LayerSpec` (one weighted layer of a model or a file, of a kind), what
+converters and probe ops receive (`PairContext`, `LayerParams`), and the small helpers every
+family of kinds uses. A layer and its kind refer to each other, so they live in one module.
+No framework is imported here: recognisers receive the framework's layer or module, probe ops
+the framework module, from the caller."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from transfer.layers import FROM_FILE, Framework, TensorSpec
+
 if TYPE_CHECKING:
-    from transfer.layers import LayerSpec
+    from transfer.flatten_order import Order
     from transfer.rearrange import Rearrange
 
 Arrays = list[np.ndarray]
@@ -43,9 +47,10 @@ class PairContext:
         return self.target if self.target.framework == "keras" else self.source
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LayerKind:
-    """One kind of weighted layer.
+    """One kind of weighted layer. Kinds are compared by identity: each is one object of the
+    table (`transfer.kinds.KINDS`, or `transfer.kinds.OTHER`).
 
     Attributes:
         name: the kind's name in reports and mapping errors.
@@ -120,6 +125,30 @@ class LayerKind:
         if source_framework == target_framework:
             return "none (same framework)"
         return self.describe_to_keras if target_framework == "keras" else self.describe_to_torch
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """A layer with weights: its kind and its tensors in the framework's own order."""
+
+    name: str
+    framework: Framework
+    kind: LayerKind
+    tensors: tuple[TensorSpec, ...]
+    epsilon: float | None = None  # normalisations only
+    epsilon_origin: str = ""  # where `epsilon` comes from (model, file, or an assumed default)
+    flatten: Order = FROM_FILE  # a live Keras Dense layer's input order (torch's needs the other side)
+    kind_from_file: bool = False  # kind guessed from names and shapes, not from a class
+    groups: int | None = None  # GroupNorm's groups, a (grouped) conv's groups; None: unknown
+    class_name: str = ""  # the layer's or module's class (for messages), "" when read from a file
+
+    @property
+    def params(self) -> int:
+        return sum(t.size for t in self.tensors)
+
+    @property
+    def shapes(self) -> list[list[int]]:
+        return [list(t.shape) for t in self.tensors]
 
 
 def reversible(op: Rearrange, keras_sizes: Callable[[PairContext], dict[str, int]] | None = None) -> dict[str, Any]:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from transfer.kinds.base import (
     Arrays,
     LayerKind,
     LayerParams,
+    LayerSpec,
     PairContext,
     bias,
     keras_is,
@@ -22,9 +23,6 @@ from transfer.kinds.base import (
     with_bias,
 )
 from transfer.rearrange import Rearrange
-
-if TYPE_CHECKING:
-    from transfer.layers import LayerSpec
 
 
 def _conv_probe(context: PairContext) -> tuple[int, ...]:

@@ -13,7 +13,8 @@ import numpy as np
 from transfer import kinds
 from transfer.adapter import ReadOnlyWeights
 from transfer.errors import CheckpointError
-from transfer.layers import LayerSpec, TensorSpec
+from transfer.kinds import LayerSpec
+from transfer.layers import TensorSpec
 
 # What h5py raises on damaged files, besides OSError: broken attributes, links and headers.
 H5_ERRORS = (OSError, KeyError, ValueError, RuntimeError, TypeError, IndexError, UnicodeDecodeError)
@@ -77,7 +78,7 @@ class _H5Source(ReadOnlyWeights):
         self._specs[name] = LayerSpec(
             name=name, framework="keras", kind=kind,
             tensors=tuple(TensorSpec(n, s, str(ds.dtype)) for n, s, ds in zip(short_names, shapes, datasets)),
-            epsilon=self.epsilon[0] if self.epsilon and kinds.carries_epsilon(kind) else None,
+            epsilon=self.epsilon[0] if self.epsilon and kind.carries_epsilon else None,
             epsilon_origin=self.epsilon[1] if self.epsilon else "not stored in Keras weight files",
             kind_from_file=True,
         )

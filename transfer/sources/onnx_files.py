@@ -22,7 +22,8 @@ from transfer import kinds
 from transfer.adapter import ReadOnlyWeights
 from transfer.errors import CheckpointError, FrameworkError
 from transfer.flatten_order import HWC, Order
-from transfer.layers import LayerSpec, TensorSpec
+from transfer.kinds import LayerSpec
+from transfer.layers import TensorSpec
 
 TORCH_NAMES = ("weight", "bias", "running_mean", "running_var")
 
@@ -189,7 +190,8 @@ def _attribute(node: Any, name: str, default: Any) -> Any:
     return default
 
 
-def _weights_of(node: Any, initializers: dict[str, Any], path: Path) -> tuple[str, list[Any], float | None] | None:
+def _weights_of(node: Any, initializers: dict[str, Any],
+                path: Path) -> tuple[kinds.LayerKind, list[Any], float | None] | None:
     """(kind, [(initializer, transpose)], epsilon) of a weighted node; None for any other."""
     stored = [initializers.get(name) for name in node.input[1:]]
     if not stored or stored[0] is None:
@@ -208,7 +210,7 @@ def _weights_of(node: Any, initializers: dict[str, Any], path: Path) -> tuple[st
         return kind, [(stored[0], not _attribute(node, "transB", 0))] + present[1:], None
     if op == "MatMul":
         return kind, [(stored[0], True)], None
-    if kind == "batchnorm":
+    if kind is kinds.BATCHNORM:
         # ONNX stores epsilon as float32: 1e-5 reads back as 9.9999997e-06; take the shortest
         # decimal that float32 value stands for, which is what the exporter was given
         epsilon = float(np.format_float_positional(np.float32(_attribute(node, "epsilon", 1e-5)), unique=True))

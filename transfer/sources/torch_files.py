@@ -16,7 +16,8 @@ from transfer.adapter import ReadOnlyWeights
 from transfer.archive import check_zip
 from transfer.errors import CheckpointError
 from transfer.formats import FOLDER_MEMBERS, NUMPY_ARCHIVE, SAFETENSORS, SAFETENSORS_INDEX, detect
-from transfer.layers import TORCH_IGNORED, LayerSpec, TensorSpec, torch_sort_key
+from transfer.kinds import LayerSpec
+from transfer.layers import TORCH_IGNORED, TensorSpec, torch_sort_key
 
 
 def _split_key(key: str) -> tuple[str, str]:
@@ -55,8 +56,8 @@ class StateDictSource(ReadOnlyWeights):
             self._specs[module] = LayerSpec(
                 name=module, framework="torch", kind=kind,
                 tensors=tuple(TensorSpec(n, shapes[module][n], dtypes[names[n]]) for n in ordered),
-                epsilon=epsilon if kinds.carries_epsilon(kind) else None,
-                epsilon_origin=epsilon_origin if kinds.carries_epsilon(kind) else "",
+                epsilon=epsilon if kind.carries_epsilon else None,
+                epsilon_origin=epsilon_origin if kind.carries_epsilon else "",
                 kind_from_file=True,
             )
 
