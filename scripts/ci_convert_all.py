@@ -5,6 +5,7 @@ any written tensor differs from the checksums recorded in `scripts/ci_checksums.
 Run as a CI step (it is part of `.ci/run`):
 
     python scripts/ci_convert_all.py            # check against the recorded checksums
+    python scripts/ci_convert_all.py --jobs 2   # two conversions at a time (one uses about one core)
     python scripts/ci_convert_all.py --record   # accept the current output as the new record
 
 The "pretrained" checkpoints are made here from seeded `weights=None` models (this job must
@@ -14,7 +15,8 @@ Each conversion runs the real command line, as a CI job would:
     transfer-weights --map M --source-weights W --out O --report R --verify --strict --quiet
 
 Exit codes: 0 all conversions verified and matching the record; 1 a checksum regression;
-otherwise the failing `transfer-weights` exit code.
+otherwise the failing `transfer-weights` exit code (the first failing job's, in the order below).
+Results are printed in that order whatever `--jobs` is.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +101,12 @@ def convert(mapping: str, weights: Path, out: Path, report: Path) -> int:
     return subprocess.run(command, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}).returncode
 
 
+def outputs(work: Path, job: str, suffix: str) -> tuple[Path, Path]:
+    """The converted file and the report of one job."""
+    stem = job.replace(".yaml", "").replace("<-", "-from-")
+    return work / f"{stem}{suffix}", work / f"{stem}.report.json"
+
+
 def compare(recorded: dict, current: dict) -> list[str]:
     problems = []
     for mapping in sorted(set(recorded) | set(current)):
@@ -115,16 +124,23 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--record", action="store_true", help="write the current checksums as the record")
     parser.add_argument("--keep", metavar="DIR", help="keep outputs and reports in DIR")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="conversions run at a time, each its own transfer-weights process (default 1)")
     args = parser.parse_args()
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1; received {args.jobs}")
     work = Path(args.keep or tempfile.mkdtemp(prefix="transfer-ci-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     make_checkpoints(work)
     current: dict[str, dict[str, list[str]]] = {}
-    for job, (mapping, checkpoint, suffix) in JOBS.items():
-        stem = job.replace(".yaml", "").replace("<-", "-from-")
-        out, report = work / f"{stem}{suffix}", work / f"{stem}.report.json"
-        code = convert(mapping, work / checkpoint, out, report)
+    paths = {job: outputs(work, job, suffix) for job, (_, _, suffix) in JOBS.items()}
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # threads only wait on the processes
+        codes = {job: pool.submit(convert, mapping, work / checkpoint, *paths[job])
+                 for job, (mapping, checkpoint, _) in JOBS.items()}
+    for job in JOBS:
+        out, report = paths[job]
+        code = codes[job].result()
         if code != 0:
             print(f"ci-convert: {job}: transfer-weights exited {code}", file=sys.stderr)
             return code

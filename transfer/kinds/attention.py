@@ -271,8 +271,11 @@ MULTI_HEAD_ATTENTION = LayerKind(
     keras_tensors=("query/kernel", "query/bias", "key/kernel", "key/bias", "value/kernel", "value/bias",
                    "attention_output/kernel", "attention_output/bias"),
     to_keras=_attention_to_keras, to_torch=_attention_to_torch,
-    describe_to_keras="in_proj (3hk,d) -> query/key/value (d,h,k), out_proj (d,hk) -> (h,k,d)",
-    describe_to_torch="query/key/value (d,h,k) -> in_proj (3hk,d), output (h,k,d) -> out_proj (d,hk)",
+    # derived from the layout ops (s: q, k and v, which Keras keeps as three tensors)
+    describe_to_keras=(f"in_proj -> query/key/value {layout.ATTENTION_IN.describe()}, "
+                       f"out_proj -> output {layout.ATTENTION_OUT.describe()}"),
+    describe_to_torch=(f"query/key/value -> in_proj {layout.ATTENTION_IN.inverse.describe()}, "
+                       f"output -> out_proj {layout.ATTENTION_OUT.inverse.describe()}"),
     keras_layer=_keras_attention_layer, torch_module=_torch_attention,
     keras_file=lambda names, shapes: _keras_attention_file(names, shapes),
     torch_file=_torch_attention_file,
