@@ -96,12 +96,26 @@ class WrittenFile(Protocol):
 
 @runtime_checkable
 class Weights(Protocol):
+    """A model or a weights file, read and (a model) written layer by layer.
+
+    `fresh_reads`: `read` returns arrays allocated for that read alone (a file read into new
+    memory), not views of memory the adapter or anyone else keeps. `keeps_arrays`: `assign`
+    keeps the arrays it is given as the variables' memory, with no copy (then they must be
+    fit for keeping, `transfer.buffers.for_keeping`)."""
+
     framework: str
     description: str
+
     path: Path | None
     preprocessing: str | None
     preprocessing_detail: dict[str, Any] | None  # what a checkpoint folder's config says, if any
     model: Any
+
+    @property
+    def fresh_reads(self) -> bool: ...
+
+    @property
+    def keeps_arrays(self) -> bool: ...
 
     def layers(self) -> dict[str, LayerSpec]: ...
 
@@ -156,6 +170,8 @@ class ReadOnlyWeights(Closing):
     path: Path | None = None
     preprocessing: str | None = None
     model: Any = None
+    fresh_reads: bool = False  # a file source that reads into new memory says so
+    keeps_arrays: bool = False  # a file source receives no weights
     runnable_factory: Callable[[], Runnable] | None = None
     _runnable: Runnable | None = None
 

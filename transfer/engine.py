@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from transfer import progress
+from transfer import buffers, progress
 from transfer.adapter import Weights
 from transfer.band_check import check_band_pair
 from transfer.checksums import file_sha256, tensor_sha256
@@ -51,7 +51,7 @@ def run(mapping: Mapping, source: Weights, target: Weights, options: Options) ->
     report = new_report(mapping, plan, source, target, checked_only=options.check)
     if options.check:
         return report
-    staged = check_tensors(plan, source, mapping.origin)
+    staged = check_tensors(plan, source, mapping.origin, keeps_arrays=target.keeps_arrays)
     # A streamed (large) transfer keeps memory near the target plus two tensors: its snapshot
     # goes to disk layer by layer too.
     snapshot = (target.snapshot([pair.target.name for pair in plan.pairs], 0 if staged is None else None)
@@ -156,18 +156,19 @@ def _record(report: Report, result: Verification, where: str) -> None:
 STAGE_LIMIT_BYTES = 256 << 20
 
 
-def check_tensors(plan: Plan, source: Weights, origin: str,
-                  stage_limit: int | None = None) -> list[tuple[Pair, list[np.ndarray], tuple[str, ...]]] | None:
+def check_tensors(plan: Plan, source: Weights, origin: str, stage_limit: int | None = None,
+                  keeps_arrays: bool = False) -> list[tuple[Pair, list[np.ndarray], tuple[str, ...]]] | None:
     """Read, convert and check every planned tensor before anything is assigned. Small
-    transfers keep the prepared tensors (returned); large ones are checked and dropped (None),
-    and `assign` reads them again one layer at a time."""
+    transfers keep the prepared tensors (returned; fit for a target that `keeps_arrays`);
+    large ones are checked and dropped (None), and `assign` reads them again one layer at a
+    time."""
     total = sum(t.size * np.dtype(numpy_dtype(t.dtype)).itemsize for p in plan.pairs for t in p.source.tensors)
     keep = total <= (STAGE_LIMIT_BYTES if stage_limit is None else stage_limit)
     staged = []
     with progress.step(f"reading and checking the tensors of {len(plan.pairs)} layers ({total / 1e6:,.1f} MB)",
                        total=len(plan.pairs)) as advance:
         for pair in plan.pairs:
-            prepared = _prepare(pair, source, origin)
+            prepared = _prepare(pair, source, origin, keeps_arrays and keep)
             if keep:
                 staged.append(prepared)
             advance()
@@ -182,14 +183,16 @@ def assign(plan: Plan, staged: list[tuple[Pair, list[np.ndarray], tuple[str, ...
         return [transferred_row(pair, notes) for pair, _, notes in staged]
     rows = []
     for pair in plan.pairs:
-        _, arrays, notes = _prepare(pair, source, origin)
+        _, arrays, notes = _prepare(pair, source, origin, target.keeps_arrays)
         target.assign({pair.target.name: arrays})
         rows.append(transferred_row(pair, notes))
     return rows
 
 
-def _prepare(pair: Pair, source: Weights, origin: str) -> tuple[Pair, list[np.ndarray], tuple[str, ...]]:
-    """One pair's source tensors, checked and converted to the target's layout and dtype."""
+def _prepare(pair: Pair, source: Weights, origin: str,
+             for_keeping: bool = False) -> tuple[Pair, list[np.ndarray], tuple[str, ...]]:
+    """One pair's source tensors, checked and converted to the target's layout and dtype;
+    `for_keeping`: fit for a target that keeps them as its memory (`buffers.for_keeping`)."""
     arrays = source.read(pair.source.name)
     notes = _check_values(pair, arrays, source)
     final = []
@@ -207,6 +210,8 @@ def _prepare(pair: Pair, source: Weights, origin: str) -> tuple[Pair, list[np.nd
             lossy = np.finfo(numpy_dtype(spec.dtype)).bits < np.finfo(numpy_dtype(stored.dtype)).bits
             notes.append(f"cast {stored.dtype} -> {spec.dtype}" + (" (LOSSY: narrower)" if lossy else ""))
         final.append(np.ascontiguousarray(array, dtype=np.dtype(spec.dtype)))
+    if for_keeping:
+        final = buffers.for_keeping(final, arrays, source.fresh_reads)
     return pair, final, tuple(dict.fromkeys(notes))
 
 

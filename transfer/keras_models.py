@@ -12,7 +12,7 @@ import numpy as np
 from transfer import _frameworks, kinds
 from transfer.adapter import Closing, Runnable, Snapshot
 from transfer.archive import check_zip
-from transfer.errors import CheckpointError
+from transfer.errors import CheckpointError, IncompatibleWeightsError
 from transfer.flatten_order import keras_order
 from transfer.formats import KERAS_MODEL, is_whole_model, output_format
 from transfer.kinds import LayerSpec
@@ -95,6 +95,7 @@ class KerasModelWeights(Closing):
     """Reads and writes the weights of a live Keras model by layer name."""
 
     framework = "keras"
+    fresh_reads = False  # `read` may return views of the variables' own memory
 
     def __init__(self, model: Any, description: str | None = None, path: Path | None = None,
                  preprocessing: str | None = None):
@@ -113,10 +114,29 @@ class KerasModelWeights(Closing):
     def read(self, name: str) -> list[np.ndarray]:
         return [np.asarray(w) for w in self._layers[name].get_weights()]
 
+    @property
+    def keeps_arrays(self) -> bool:
+        """On TensorFlow a variable takes an array over as its memory (DLPack), with none of
+        the two copies `set_weights` makes; other backends copy."""
+        return bool(_frameworks.keras().backend.backend() == "tensorflow")
+
     def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
-        """Set the weights of each named layer (shapes were checked by the engine)."""
+        """Set the weights of each named layer (shapes were checked by the engine). Where
+        `keeps_arrays`, the arrays become the variables' memory: the caller gives arrays fit
+        for keeping (`transfer.buffers.for_keeping`) and keeps no other use of them."""
+        if not self.keeps_arrays:
+            for name, arrays in updates.items():
+                self._layers[name].set_weights(arrays)
+            return
+        import tensorflow as tf
+
         for name, arrays in updates.items():
-            self._layers[name].set_weights(arrays)
+            variables = self._layers[name].weights
+            if len(variables) != len(arrays):
+                raise IncompatibleWeightsError(f"layer '{name}' holds {len(variables)} weights; "
+                                               f"received {len(arrays)} arrays.")
+            for variable, array in zip(variables, arrays):
+                variable.assign(tf.experimental.dlpack.from_dlpack(array.__dlpack__()))
 
     def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot:
         """On TensorFlow and JAX a variable's value is an immutable tensor, which a later

@@ -188,3 +188,27 @@ def test_large_snapshots_spill_to_disk_and_restore_exactly(monkeypatch: pytest.M
     assert all(np.array_equal(x, y) for x, y in zip(snapshot.get("a"), arrays))
     snapshot.close()
     assert not folder.exists()
+
+
+def test_a_keras_target_keeps_no_memory_of_the_source(tmp_path: Path) -> None:
+    """On TensorFlow the target's variables take the transferred arrays over as their memory
+    (no copy): only arrays no one else holds. A live source and a file read twice stay
+    independent of a target that then changes in place (as training does)."""
+    from helpers.checkpoints import write_legacy_h5
+
+    source, target = keras_model(0), keras_model(1)
+    transfer.transfer_weights(mapping("keras"), source=source, target=target)
+    before = [w.numpy().copy() for w in source.weights]
+    for variable in target.weights:
+        variable.assign_add(np.ones(variable.shape, variable.dtype))
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, source.weights))
+    assert all(np.array_equal(b + 1, w.numpy()) for b, w in zip(before, target.weights))
+
+    path = write_legacy_h5(source, tmp_path / "source.h5")
+    file_mapping = {**mapping("keras"), "source": {"framework": "keras", "weights": str(path)}}
+    first = transfer.transfer_weights(file_mapping, target=keras_model(2)).model
+    second = transfer.transfer_weights(file_mapping, target=keras_model(3)).model
+    for variable in first.weights:
+        variable.assign_add(np.ones(variable.shape, variable.dtype))
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, second.weights))
+    assert all(np.array_equal(b + 1, w.numpy()) for b, w in zip(before, first.weights))

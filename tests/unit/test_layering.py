@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2] / "transfer"
 
 # lower number: more basic. A module may import modules of its own layer or below.
 LAYERS: dict[int, tuple[str, ...]] = {
-    0: ("_version", "errors", "checksums", "flatten_order", "layers", "layout", "rearrange", "patterns", "progress",
+    0: ("_version", "errors", "buffers", "checksums", "flatten_order", "layers", "layout", "rearrange", "patterns", "progress",
         "report", "shipped", "resample", "archive", "formats", "output", "sources.known_models", "targets.vgg16_layout",
         "targets._checks"),
     1: ("_frameworks", "mapping_yaml", "mapping_types", "kinds", "kinds.base", "kinds.conv", "kinds.dense", "kinds.norm", "kinds.scale", "kinds.attention",

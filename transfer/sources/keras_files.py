@@ -12,6 +12,7 @@ import numpy as np
 
 from transfer import kinds
 from transfer.adapter import ReadOnlyWeights
+from transfer.buffers import aligned_empty
 from transfer.errors import CheckpointError
 from transfer.kinds import LayerSpec
 from transfer.layers import TensorSpec
@@ -60,6 +61,7 @@ def _short_weight_name(layer: str, weight: str) -> str:
 
 class _H5Source(ReadOnlyWeights):
     framework = "keras"
+    fresh_reads = True  # each read is a new (aligned) array
 
     def __init__(self, path: Path, description: str, preprocessing: str | None,
                  epsilon: tuple[float, str] | None = None, file: h5py.File | None = None):
@@ -88,13 +90,22 @@ class _H5Source(ReadOnlyWeights):
 
     def read(self, name: str) -> list[np.ndarray]:
         try:
-            return [np.asarray(ds[()]) for ds in self._datasets[name]]
+            return [_read_aligned(ds) for ds in self._datasets[name]]
         except H5_ERRORS as exc:
             raise CheckpointError(f"{self.path}: cannot read the tensors of layer '{name}' "
                                   f"(truncated or corrupt file?): {exc}.") from exc
 
     def close(self) -> None:
         self._file.close()
+
+
+def _read_aligned(dataset: h5py.Dataset) -> np.ndarray:
+    """A dataset read into new aligned memory (`transfer.buffers`), which a framework may then
+    keep without a copy."""
+    out = aligned_empty(tuple(dataset.shape), dataset.dtype)
+    if out.size:
+        dataset.read_direct(out)
+    return out
 
 
 def split_nested(layer: str, weight_names: list[str]) -> list[tuple[str, list[str]]]:
