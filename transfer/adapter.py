@@ -121,6 +121,11 @@ class Weights(Protocol):
 
     def read(self, name: str) -> list[np.ndarray]: ...
 
+    def view(self, name: str) -> list[np.ndarray]:
+        """The layer's tensors to look at only (a check): read-only, and possibly views of
+        the file's pages, valid until the source closes; the same values `read` gives."""
+        ...
+
     def assign(self, updates: dict[str, list[np.ndarray]]) -> None: ...
 
     def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot: ...
@@ -178,6 +183,12 @@ class ReadOnlyWeights(Closing):
     def _read_only(self, action: str) -> MappingError:
         return MappingError(f"{self.description} is a weights file read as a source; it cannot "
                             f"{action}. Targets are models (a builder, a .keras file, or a live model).")
+
+    def read(self, name: str) -> list[np.ndarray]:
+        raise NotImplementedError(f"{type(self).__name__} reads no tensors")  # each file source does
+
+    def view(self, name: str) -> list[np.ndarray]:
+        return self.read(name)  # a format that can map its file's pages does so instead
 
     def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
         raise self._read_only("receive weights")

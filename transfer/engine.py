@@ -168,7 +168,8 @@ def check_tensors(plan: Plan, source: Weights, origin: str, stage_limit: int | N
     with progress.step(f"reading and checking the tensors of {len(plan.pairs)} layers ({total / 1e6:,.1f} MB)",
                        total=len(plan.pairs)) as advance:
         for pair in plan.pairs:
-            prepared = _prepare(pair, source, origin, keeps_arrays and keep)
+            # checked and dropped: the cheapest look at the tensors will do (mapped file pages)
+            prepared = _prepare(pair, source, origin, keeps_arrays and keep, look_only=not keep)
             if keep:
                 staged.append(prepared)
             advance()
@@ -189,11 +190,12 @@ def assign(plan: Plan, staged: list[tuple[Pair, list[np.ndarray], tuple[str, ...
     return rows
 
 
-def _prepare(pair: Pair, source: Weights, origin: str,
-             for_keeping: bool = False) -> tuple[Pair, list[np.ndarray], tuple[str, ...]]:
+def _prepare(pair: Pair, source: Weights, origin: str, for_keeping: bool = False,
+             look_only: bool = False) -> tuple[Pair, list[np.ndarray], tuple[str, ...]]:
     """One pair's source tensors, checked and converted to the target's layout and dtype;
-    `for_keeping`: fit for a target that keeps them as its memory (`buffers.for_keeping`)."""
-    arrays = source.read(pair.source.name)
+    `for_keeping`: fit for a target that keeps them as its memory (`buffers.for_keeping`);
+    `look_only`: to be checked and dropped (`Weights.view`)."""
+    arrays = source.view(pair.source.name) if look_only else source.read(pair.source.name)
     notes = _check_values(pair, arrays, source)
     final = []
     # a kind may hold more tensors on the target's side (an attention's 4 torch tensors are 8 in

@@ -114,6 +114,9 @@ class KerasModelWeights(Closing):
     def read(self, name: str) -> list[np.ndarray]:
         return [np.asarray(w) for w in self._layers[name].get_weights()]
 
+    def view(self, name: str) -> list[np.ndarray]:
+        return self.read(name)
+
     @property
     def keeps_arrays(self) -> bool:
         """On TensorFlow a variable takes an array over as its memory (DLPack), with none of

@@ -110,6 +110,9 @@ class TorchModuleWeights(Closing):
         """Copies (aligned, `transfer.buffers`): a caller may hold them while the module changes."""
         return [aligned_copy(t.detach().cpu().numpy()) for t in layer_tensors(self._module(name)).values()]
 
+    def view(self, name: str) -> list[np.ndarray]:
+        return self.read(name)
+
     def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
         """Load the updates through `load_state_dict(strict=False)`, and check that every key
         we sent was taken (strict accounting without requiring the untouched ones)."""

@@ -212,3 +212,33 @@ def test_a_keras_target_keeps_no_memory_of_the_source(tmp_path: Path) -> None:
         variable.assign_add(np.ones(variable.shape, variable.dtype))
     assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, second.weights))
     assert all(np.array_equal(b + 1, w.numpy()) for b, w in zip(before, first.weights))
+
+
+def test_a_keras_target_trains_on_the_memory_it_was_handed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorFlow's kernels assume 64-byte aligned memory: a model that kept NumPy's 16-byte
+    aligned arrays aborted in a fused matmul when it trained. The arrays handed over are
+    aligned, and a training step (which reads them first) runs and changes every trainable
+    weight."""
+    import keras
+
+    from transfer import buffers
+
+    handed: list[np.ndarray] = []
+    keep = buffers.for_keeping
+
+    def recorded(*args: Any) -> list[np.ndarray]:
+        kept = keep(*args)
+        handed.extend(kept)
+        return kept
+
+    monkeypatch.setattr(buffers, "for_keeping", recorded)
+    source, target = keras_model(0), keras_model(1)
+    transfer.transfer_weights({**mapping("keras"), "freeze": []}, source=source, target=target)
+    assert len(handed) == len(target.weights) and all(buffers.is_aligned(a) for a in handed)
+    before = [w.numpy().copy() for w in target.trainable_weights]
+    target.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    rng = np.random.default_rng(0)
+    target.fit(rng.normal(size=(4, 8, 8, 3)).astype("float32"), rng.normal(size=(4, 3)).astype("float32"),
+               epochs=1, batch_size=4, verbose=0)
+    assert all(not np.array_equal(b, w.numpy()) for b, w in zip(before, target.trainable_weights))
+    assert np.isfinite(target.predict(np.ones((1, 8, 8, 3), "float32"), verbose=0)).all()

@@ -95,6 +95,30 @@ class _H5Source(ReadOnlyWeights):
             raise CheckpointError(f"{self.path}: cannot read the tensors of layer '{name}' "
                                   f"(truncated or corrupt file?): {exc}.") from exc
 
+    def view(self, name: str) -> list[np.ndarray]:
+        """A streamed transfer's check pass: the tensors stored whole, uncompressed and in
+        this machine's byte order are mapped from the file's pages (no copy, nothing
+        allocated); the rest is read."""
+        try:
+            mapped = [self._mapped(ds) for ds in self._datasets[name]]
+            return [m if m is not None else _read_aligned(ds) for m, ds in zip(mapped, self._datasets[name])]
+        except H5_ERRORS as exc:
+            raise CheckpointError(f"{self.path}: cannot read the tensors of layer '{name}' "
+                                  f"(truncated or corrupt file?): {exc}.") from exc
+
+    def _mapped(self, dataset: h5py.Dataset) -> np.ndarray | None:
+        offset, path = dataset.id.get_offset(), self.path
+        plain = (dataset.chunks is None and offset is not None and dataset.dtype.isnative and dataset.size
+                 and dataset.shape and path is not None and self._file.driver == "sec2"
+                 and Path(self._file.filename).resolve() == path.resolve())
+        if not plain or path is None:
+            return None
+        end, size = offset + dataset.size * dataset.dtype.itemsize, path.stat().st_size
+        if end > size:
+            raise CheckpointError(f"{path}: dataset '{dataset.name}' reaches byte {end:,} of a file of "
+                                  f"{size:,} bytes (truncated or corrupt file?).")
+        return np.memmap(path, dtype=dataset.dtype, mode="r", offset=offset, shape=tuple(dataset.shape))
+
     def close(self) -> None:
         self._file.close()
 
