@@ -99,9 +99,9 @@ class Weights(Protocol):
     """A model or a weights file, read and (a model) written layer by layer.
 
     `fresh_reads`: `read` returns arrays allocated for that read alone (a file read into new
-    memory), not views of memory the adapter or anyone else keeps. `keeps_arrays`: `assign`
-    keeps the arrays it is given as the variables' memory, with no copy (then they must be
-    fit for keeping, `transfer.buffers.for_keeping`)."""
+    memory), not views of memory the adapter or anyone else keeps. `can_keep_arrays`: `assign`
+    with `hand_over=True` may keep the arrays it is given as the variables' memory, with no
+    copy (then they must be fit for keeping, `transfer.buffers.for_keeping`)."""
 
     framework: str
     description: str
@@ -115,7 +115,7 @@ class Weights(Protocol):
     def fresh_reads(self) -> bool: ...
 
     @property
-    def keeps_arrays(self) -> bool: ...
+    def can_keep_arrays(self) -> bool: ...
 
     def layers(self) -> dict[str, LayerSpec]: ...
 
@@ -126,7 +126,7 @@ class Weights(Protocol):
         the file's pages, valid until the source closes; the same values `read` gives."""
         ...
 
-    def assign(self, updates: dict[str, list[np.ndarray]]) -> None: ...
+    def assign(self, updates: dict[str, list[np.ndarray]], hand_over: bool = False) -> None: ...
 
     def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot: ...
 
@@ -176,7 +176,7 @@ class ReadOnlyWeights(Closing):
     preprocessing: str | None = None
     model: Any = None
     fresh_reads: bool = False  # a file source that reads into new memory says so
-    keeps_arrays: bool = False  # a file source receives no weights
+    can_keep_arrays: bool = False  # a file source receives no weights
     runnable_factory: Callable[[], Runnable] | None = None
     _runnable: Runnable | None = None
 
@@ -190,7 +190,7 @@ class ReadOnlyWeights(Closing):
     def view(self, name: str) -> list[np.ndarray]:
         return self.read(name)  # a format that can map its file's pages does so instead
 
-    def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
+    def assign(self, updates: dict[str, list[np.ndarray]], hand_over: bool = False) -> None:
         raise self._read_only("receive weights")
 
     def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot:

@@ -51,7 +51,7 @@ def run(mapping: Mapping, source: Weights, target: Weights, options: Options) ->
     report = new_report(mapping, plan, source, target, checked_only=options.check)
     if options.check:
         return report
-    staged = check_tensors(plan, source, mapping.origin, keeps_arrays=target.keeps_arrays)
+    staged = check_tensors(plan, source, mapping.origin, for_keeping=target.can_keep_arrays)
     # A streamed (large) transfer keeps memory near the target plus two tensors: its snapshot
     # goes to disk layer by layer too.
     snapshot = (target.snapshot([pair.target.name for pair in plan.pairs], 0 if staged is None else None)
@@ -157,11 +157,11 @@ STAGE_LIMIT_BYTES = 256 << 20
 
 
 def check_tensors(plan: Plan, source: Weights, origin: str, stage_limit: int | None = None,
-                  keeps_arrays: bool = False) -> list[tuple[Pair, list[np.ndarray], tuple[str, ...]]] | None:
+                  for_keeping: bool = False) -> list[tuple[Pair, list[np.ndarray], tuple[str, ...]]] | None:
     """Read, convert and check every planned tensor before anything is assigned. Small
-    transfers keep the prepared tensors (returned; fit for a target that `keeps_arrays`);
-    large ones are checked and dropped (None), and `assign` reads them again one layer at a
-    time."""
+    transfers keep the prepared tensors (returned; `for_keeping`: fit to be handed over to a
+    target that `can_keep_arrays`); large ones are checked and dropped (None), and `assign`
+    reads them again one layer at a time (and copies them in: memory first)."""
     total = sum(t.size * np.dtype(numpy_dtype(t.dtype)).itemsize for p in plan.pairs for t in p.source.tensors)
     keep = total <= (STAGE_LIMIT_BYTES if stage_limit is None else stage_limit)
     staged = []
@@ -169,7 +169,7 @@ def check_tensors(plan: Plan, source: Weights, origin: str, stage_limit: int | N
                        total=len(plan.pairs)) as advance:
         for pair in plan.pairs:
             # checked and dropped: the cheapest look at the tensors will do (mapped file pages)
-            prepared = _prepare(pair, source, origin, keeps_arrays and keep, look_only=not keep)
+            prepared = _prepare(pair, source, origin, for_keeping and keep, look_only=not keep)
             if keep:
                 staged.append(prepared)
             advance()
@@ -180,11 +180,11 @@ def assign(plan: Plan, staged: list[tuple[Pair, list[np.ndarray], tuple[str, ...
            source: Weights, target: Weights, origin: str) -> list[TransferredLayer]:
     """Write the checked tensors into the target; the rows of the report."""
     if staged is not None:
-        target.assign({pair.target.name: arrays for pair, arrays, _ in staged})
+        target.assign({pair.target.name: arrays for pair, arrays, _ in staged}, hand_over=target.can_keep_arrays)
         return [transferred_row(pair, notes) for pair, _, notes in staged]
     rows = []
     for pair in plan.pairs:
-        _, arrays, notes = _prepare(pair, source, origin, target.keeps_arrays)
+        _, arrays, notes = _prepare(pair, source, origin)
         target.assign({pair.target.name: arrays})
         rows.append(transferred_row(pair, notes))
     return rows

@@ -118,16 +118,18 @@ class KerasModelWeights(Closing):
         return self.read(name)
 
     @property
-    def keeps_arrays(self) -> bool:
-        """On TensorFlow a variable takes an array over as its memory (DLPack), with none of
-        the two copies `set_weights` makes; other backends copy."""
+    def can_keep_arrays(self) -> bool:
+        """On TensorFlow a variable can take an array over as its memory (DLPack), with none
+        of the two copies `set_weights` makes; other backends copy."""
         return bool(_frameworks.keras().backend.backend() == "tensorflow")
 
-    def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
-        """Set the weights of each named layer (shapes were checked by the engine). Where
-        `keeps_arrays`, the arrays become the variables' memory: the caller gives arrays fit
-        for keeping (`transfer.buffers.for_keeping`) and keeps no other use of them."""
-        if not self.keeps_arrays:
+    def assign(self, updates: dict[str, list[np.ndarray]], hand_over: bool = False) -> None:
+        """Set the weights of each named layer (shapes were checked by the engine). With
+        `hand_over` where `can_keep_arrays`, the arrays become the variables' memory: the
+        caller gives arrays fit for keeping (`transfer.buffers.for_keeping`) and keeps no other
+        use of them. (TensorFlow keeps the memory it freed for itself: handing over costs the
+        target's size in peak memory, so only small, staged transfers hand over.)"""
+        if not (hand_over and self.can_keep_arrays):
             for name, arrays in updates.items():
                 self._layers[name].set_weights(arrays)
             return

@@ -88,7 +88,7 @@ class TorchModuleWeights(Closing):
 
     framework = "torch"
     fresh_reads = True  # `read` copies
-    keeps_arrays = False  # `assign` copies into the module's parameters
+    can_keep_arrays = False  # `assign` copies into the module's parameters
 
     def __init__(self, module: Any, description: str | None = None, path: Path | None = None,
                  preprocessing: str | None = None):
@@ -113,7 +113,7 @@ class TorchModuleWeights(Closing):
     def view(self, name: str) -> list[np.ndarray]:
         return self.read(name)
 
-    def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
+    def assign(self, updates: dict[str, list[np.ndarray]], hand_over: bool = False) -> None:
         """Load the updates through `load_state_dict(strict=False)`, and check that every key
         we sent was taken (strict accounting without requiring the untouched ones)."""
         torch = _frameworks.torch()

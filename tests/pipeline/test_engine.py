@@ -61,9 +61,9 @@ def inject(step: str, framework: str, monkeypatch: pytest.MonkeyPatch, source_mo
     elif step == "assign":  # the first layers are written, then the rest fails
         original = adapter.assign
 
-        def half(self: Any, updates: dict) -> None:
+        def half(self: Any, updates: dict, hand_over: bool = False) -> None:
             names = list(updates)
-            original(self, {name: updates[name] for name in names[: len(names) // 2]})
+            original(self, {name: updates[name] for name in names[: len(names) // 2]}, hand_over)
             raise Injected("assign")
 
         monkeypatch.setattr(adapter, "assign", half)
