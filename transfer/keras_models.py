@@ -135,8 +135,13 @@ class KerasModelWeights(Closing):
             return
         import tensorflow as tf
 
+        keras = _frameworks.keras()
         for name, arrays in updates.items():
-            variables = self._layers[name].weights
+            layer = self._layers[name]
+            if type(layer).set_weights is not keras.layers.Layer.set_weights:
+                layer.set_weights(arrays)  # a layer with a set_weights of its own gets it called
+                continue
+            variables = layer.weights
             if len(variables) != len(arrays):
                 raise IncompatibleWeightsError(f"layer '{name}' holds {len(variables)} weights; "
                                                f"received {len(arrays)} arrays.")

@@ -190,14 +190,24 @@ def test_large_snapshots_spill_to_disk_and_restore_exactly(monkeypatch: pytest.M
     assert not folder.exists()
 
 
+def variable_memory(model: Any) -> list[np.ndarray]:
+    """The memory each variable's value lives in (DLPack: no copy)."""
+    return [np.from_dlpack(w.value.read_value()) for w in model.weights]
+
+
+def shares_any(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return any(np.shares_memory(x, y) for x in a for y in b)
+
+
 def test_a_keras_target_keeps_no_memory_of_the_source(tmp_path: Path) -> None:
     """On TensorFlow the target's variables take the transferred arrays over as their memory
-    (no copy): only arrays no one else holds. A live source and a file read twice stay
-    independent of a target that then changes in place (as training does)."""
+    (no copy): only arrays no one else holds. The target shares no memory with a live source,
+    two targets read from one file share none with each other, and each changes apart."""
     from helpers.checkpoints import write_legacy_h5
 
     source, target = keras_model(0), keras_model(1)
     transfer.transfer_weights(mapping("keras"), source=source, target=target)
+    assert not shares_any(variable_memory(target), variable_memory(source))
     before = [w.numpy().copy() for w in source.weights]
     for variable in target.weights:
         variable.assign_add(np.ones(variable.shape, variable.dtype))
@@ -208,6 +218,7 @@ def test_a_keras_target_keeps_no_memory_of_the_source(tmp_path: Path) -> None:
     file_mapping = {**mapping("keras"), "source": {"framework": "keras", "weights": str(path)}}
     first = transfer.transfer_weights(file_mapping, target=keras_model(2)).model
     second = transfer.transfer_weights(file_mapping, target=keras_model(3)).model
+    assert not shares_any(variable_memory(first), variable_memory(second))
     for variable in first.weights:
         variable.assign_add(np.ones(variable.shape, variable.dtype))
     assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, second.weights))
@@ -235,6 +246,8 @@ def test_a_keras_target_trains_on_the_memory_it_was_handed(monkeypatch: pytest.M
     source, target = keras_model(0), keras_model(1)
     transfer.transfer_weights({**mapping("keras"), "freeze": []}, source=source, target=target)
     assert len(handed) == len(target.weights) and all(buffers.is_aligned(a) for a in handed)
+    # the hand-over happened: the variables live in the handed arrays
+    assert [m.ctypes.data for m in variable_memory(target)] == [a.ctypes.data for a in handed]
     before = [w.numpy().copy() for w in target.trainable_weights]
     target.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     rng = np.random.default_rng(0)

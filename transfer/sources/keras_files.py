@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -107,17 +108,22 @@ class _H5Source(ReadOnlyWeights):
                                   f"(truncated or corrupt file?): {exc}.") from exc
 
     def _mapped(self, dataset: h5py.Dataset) -> np.ndarray | None:
-        offset, path = dataset.id.get_offset(), self.path
+        """The dataset's bytes mapped through the file h5py holds open (not reopened by name:
+        the file may have been replaced since), or None where they cannot be: stored in
+        chunks or filtered, in another byte order, or in another file (an external link).
+        A file cut short after this check would fault on access, as any mapped file does."""
+        offset = dataset.id.get_offset()
         plain = (dataset.chunks is None and offset is not None and dataset.dtype.isnative and dataset.size
-                 and dataset.shape and path is not None and self._file.driver == "sec2"
-                 and Path(self._file.filename).resolve() == path.resolve())
-        if not plain or path is None:
+                 and dataset.shape and self._file.driver == "sec2" and dataset.file.id == self._file.id)
+        if not plain:
             return None
-        end, size = offset + dataset.size * dataset.dtype.itemsize, path.stat().st_size
+        handle = self._file.id.get_vfd_handle()
+        end, size = offset + dataset.size * dataset.dtype.itemsize, os.fstat(handle).st_size
         if end > size:
-            raise CheckpointError(f"{path}: dataset '{dataset.name}' reaches byte {end:,} of a file of "
+            raise CheckpointError(f"{self.path}: dataset '{dataset.name}' reaches byte {end:,} of a file of "
                                   f"{size:,} bytes (truncated or corrupt file?).")
-        return np.memmap(path, dtype=dataset.dtype, mode="r", offset=offset, shape=tuple(dataset.shape))
+        with os.fdopen(os.dup(handle), "rb") as file:  # the map keeps its own reference to the file
+            return np.memmap(file, dtype=dataset.dtype, mode="r", offset=offset, shape=tuple(dataset.shape))
 
     def close(self) -> None:
         self._file.close()
