@@ -211,9 +211,9 @@ def _prepare(pair: Pair, source: Weights, origin: str, for_keeping: bool = False
         if stored.dtype != spec.dtype:  # as stored (bfloat16 is read as float32, exactly)
             lossy = np.finfo(numpy_dtype(spec.dtype)).bits < np.finfo(numpy_dtype(stored.dtype)).bits
             notes.append(f"cast {stored.dtype} -> {spec.dtype}" + (" (LOSSY: narrower)" if lossy else ""))
-        final.append(np.ascontiguousarray(array, dtype=np.dtype(spec.dtype)))
-    if for_keeping:
-        final = buffers.for_keeping(final, arrays, source.fresh_reads)
+        final.append(array if for_keeping else np.ascontiguousarray(array, dtype=np.dtype(spec.dtype)))
+    if for_keeping:  # made contiguous, cast and aligned in one copy, where a copy is needed at all
+        final = buffers.for_keeping(final, arrays, source.fresh_reads, [np.dtype(t.dtype) for t in pair.target.tensors])
     return pair, final, tuple(dict.fromkeys(notes))
 
 
