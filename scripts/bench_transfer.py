@@ -454,7 +454,7 @@ def verify_rows(found: dict) -> list[tuple[str, str, str]]:
     return rows
 
 
-def only(case: str, folder: Path, repeats: int) -> None:
+def only(case: str, folder: Path, repeats: int, files: dict[str, float]) -> None:
     """One case alone, for quick checks while optimising."""
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     if case == "a":
@@ -469,6 +469,20 @@ def only(case: str, folder: Path, repeats: int) -> None:
         print(f"(d) {s['params'] / 1e9:.2f} B params as {s['shards']} shards: {s['time_s']:.2f} s, "
               f"{s['s_per_gb']:.2f} s/GB; RSS +{s['rss_growth_mb']:.0f} MB, anonymous +{s['anonymous_growth_mb']:.0f} MB "
               f"= {s['anonymous_growth_over_2x_largest']:.2f} x (2 x largest tensor)")
+        return
+    if case == "scaling":
+        name = max(files, key=files.get)
+        floor = run_case("read_floor", folder, 2, "--file", name)
+        rows = {"protected": run_case("scaling", folder, 1, "--file", name),
+                "unprotected": run_case("scaling", folder, 1, "--file", name, "--no-restore")}
+        print(f"(d) read floor: {floor['bytes'] / 2**30:.2f} GB in {floor['time_s']:.2f} s = {floor['s_per_gb']:.3f} s/GB")
+        for label, row in rows.items():
+            print(f"(d) {row['params'] / 1e9:.2f} B params, {label}: {row['s_per_gb']:.3f} s/GB = "
+                  f"{row['s_per_gb'] / floor['s_per_gb']:.2f}x the floor; RSS growth "
+                  f"{row['rss_growth_over_2x_largest']:.2f} x (2 x largest tensor)")
+        print(json.dumps({"read_floor_s_per_gb": round(floor["s_per_gb"], 3),
+                          "largest_over_read_floor": {k: round(r["s_per_gb"] / floor["s_per_gb"], 3)
+                                                      for k, r in rows.items()}}))
         return
     found = verify_cost(folder, 7)
     for label, values, ratio in verify_rows(found):
@@ -485,8 +499,9 @@ def main() -> None:
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--verify", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-restore", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--only", choices=["a", "verify", "sharded"],
-                        help="run one case: (a), (f) the cost of --verify, or the sharded checkpoint of (d)")
+    parser.add_argument("--only", choices=["a", "verify", "sharded", "scaling"],
+                        help="run one case: (a), (f) the cost of --verify, the sharded checkpoint of (d), or "
+                             "(d)'s largest size against the read floor")
     args = parser.parse_args()
     if args.case:  # a child process: one case, one JSON line
         if args.case == "encoder_from":
@@ -510,9 +525,9 @@ def main() -> None:
     repeats = 15 if args.quick else 31
     scaling = [0.02, 0.05, 0.1] if args.quick else [0.1, 0.5, 1.0]
     folder = Path(tempfile.mkdtemp(prefix="transfer-bench-"))
-    files = make_files(folder, [max(scaling)] if args.only == "sharded" else [] if args.only else scaling)
+    files = make_files(folder, [max(scaling)] if args.only in ("sharded", "scaling") else [] if args.only else scaling)
     if args.only:
-        only(args.only, folder, repeats)
+        only(args.only, folder, repeats, files)
         shutil.rmtree(folder)
         return
     a = run_case("keras_by_name", folder, max(repeats, A_REPEATS))

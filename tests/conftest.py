@@ -33,6 +33,33 @@ MAPPINGS = ROOT / "mappings"
 INTERPRETERS = ("test_import_order.py", "test_quiet_and_progress.py")
 
 
+# The default suite runs in worker processes (pytest-xdist; `-n auto` in pyproject.toml): one
+# a core, but no more than the memory holds. One worker with TensorFlow, torch and the
+# VGG16-size models in it peaks at about 6.5 GB (maximum resident set, measured 2026-12-02).
+WORKER_PEAK_BYTES = 7 << 30
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, _available_memory() // WORKER_PEAK_BYTES))
+
+
+def _available_memory() -> int:
+    """Bytes of memory available for new processes (Linux: MemAvailable; elsewhere the
+    physical memory, or nothing known: one worker)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass  # not Linux: ask the system for its physical memory instead
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     here = Path(__file__).resolve().parent
     for item in items:

@@ -128,7 +128,10 @@ class KerasModelWeights(Closing):
         `hand_over` where `can_keep_arrays`, the arrays become the variables' memory: the
         caller gives arrays fit for keeping (`transfer.buffers.for_keeping`) and keeps no other
         use of them. (TensorFlow keeps the memory it freed for itself: handing over costs the
-        target's size in peak memory, so only small, staged transfers hand over.)"""
+        target's size in peak memory, so only small, staged transfers hand over.) Not copied
+        into the variables' memory in place: TensorFlow's whole-range slice assignment does
+        that, but it puts the variable in copy-on-read mode for good, so every later read
+        (each training step) would copy it (measured 2026-12-02)."""
         if not (hand_over and self.can_keep_arrays):
             for name, arrays in updates.items():
                 self._layers[name].set_weights(arrays)
