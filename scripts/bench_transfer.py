@@ -358,8 +358,9 @@ CASES = {"keras_by_name": case_keras_by_name, "torch_loop": case_torch_loop, "cl
 
 # --- fixtures and orchestration ---------------------------------------------------------------
 
-def make_files(folder: Path, scaling: list[float]) -> dict[str, float]:
-    """Seeded stand-ins in the real formats (the published files are not reachable offline)."""
+def make_files(folder: Path, scaling: list[float], sharded: bool = True) -> dict[str, float]:
+    """Seeded stand-ins in the real formats (the published files are not reachable offline);
+    `sharded`: the largest size again as a sharded checkpoint (only its own case reads it)."""
     sys.path.insert(0, str(ROOT / "tests"))
     import transfer  # noqa: F401  (first: loads triton, so any framework import order is then safe)
 
@@ -395,7 +396,7 @@ def make_files(folder: Path, scaling: list[float]) -> dict[str, float]:
                 group.create_dataset(f"{n}/bias:0", data=np.zeros(channels, np.float32))
                 group.attrs["weight_names"] = [f"{n}/kernel:0".encode(), f"{n}/bias:0".encode()]
         files[name] = count * per_layer / 1e9
-    if scaling:  # the largest size again, as a sharded safetensors checkpoint (Hugging Face's layout)
+    if scaling and sharded:  # the largest size again, as a sharded safetensors checkpoint (Hugging Face's layout)
         from safetensors.numpy import save_file
 
         count = max(1, round(max(scaling) * 1e9 / per_layer))
@@ -525,7 +526,8 @@ def main() -> None:
     repeats = 15 if args.quick else 31
     scaling = [0.02, 0.05, 0.1] if args.quick else [0.1, 0.5, 1.0]
     folder = Path(tempfile.mkdtemp(prefix="transfer-bench-"))
-    files = make_files(folder, [max(scaling)] if args.only in ("sharded", "scaling") else [] if args.only else scaling)
+    files = make_files(folder, [max(scaling)] if args.only in ("sharded", "scaling") else [] if args.only else scaling,
+                       sharded=args.only in (None, "sharded"))
     if args.only:
         only(args.only, folder, repeats, files)
         shutil.rmtree(folder)

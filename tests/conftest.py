@@ -47,16 +47,14 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 def _available_memory() -> int:
     """Bytes of memory available for new processes (Linux: MemAvailable; elsewhere the
     physical memory, or nothing known: one worker)."""
-    try:
+    if os.path.exists("/proc/meminfo"):
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
-        pass  # not Linux: ask the system for its physical memory instead
     try:
         return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
+    except (ValueError, OSError, AttributeError):  # no such names here: nothing known
         return 0
 
 
