@@ -411,6 +411,9 @@ def make_files(folder: Path, scaling: list[float], sharded: bool = True) -> dict
             save_file(part, str(folder / name))
             weight_map.update(dict.fromkeys(part, name))
         (folder / "sharded.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    # the files' pages written out before anything is timed: the kernel's write-back of gigabytes
+    # would otherwise run beside the first cases and slow them by chance
+    os.sync()
     return files
 
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from transfer.buffers import Allocate
 from transfer.errors import MappingError
 from transfer.kinds import LayerSpec
 
@@ -98,10 +99,9 @@ class WrittenFile(Protocol):
 class Weights(Protocol):
     """A model or a weights file, read and (a model) written layer by layer.
 
-    `fresh_reads`: `read` returns arrays allocated for that read alone (a file read into new
-    memory), not views of memory the adapter or anyone else keeps. `can_keep_arrays`: `assign`
-    with `hand_over=True` may keep the arrays it is given as the variables' memory, with no
-    copy (then they must be fit for keeping, `transfer.buffers.for_keeping`)."""
+    `memory`: where a target has memory of its own to offer (`transfer.buffers.Allocate`), a
+    source that reads into new memory reads into it (`read(name, allocate)`), and `assign`
+    keeps such arrays with no copy; it copies any other array it is given."""
 
     framework: str
     description: str
@@ -112,21 +112,18 @@ class Weights(Protocol):
     model: Any
 
     @property
-    def fresh_reads(self) -> bool: ...
-
-    @property
-    def can_keep_arrays(self) -> bool: ...
+    def memory(self) -> Allocate | None: ...
 
     def layers(self) -> dict[str, LayerSpec]: ...
 
-    def read(self, name: str) -> list[np.ndarray]: ...
+    def read(self, name: str, allocate: Allocate | None = None) -> list[np.ndarray]: ...
 
     def view(self, name: str) -> list[np.ndarray]:
         """The layer's tensors to look at only (a check): read-only, and possibly views of
         the file's pages, valid until the source closes; the same values `read` gives."""
         ...
 
-    def assign(self, updates: dict[str, list[np.ndarray]], hand_over: bool = False) -> None: ...
+    def assign(self, updates: dict[str, list[np.ndarray]]) -> None: ...
 
     def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot: ...
 
@@ -175,8 +172,7 @@ class ReadOnlyWeights(Closing):
     path: Path | None = None
     preprocessing: str | None = None
     model: Any = None
-    fresh_reads: bool = False  # a file source that reads into new memory says so
-    can_keep_arrays: bool = False  # a file source receives no weights
+    memory: Allocate | None = None  # a file source receives no weights
     runnable_factory: Callable[[], Runnable] | None = None
     _runnable: Runnable | None = None
 
@@ -184,13 +180,13 @@ class ReadOnlyWeights(Closing):
         return MappingError(f"{self.description} is a weights file read as a source; it cannot "
                             f"{action}. Targets are models (a builder, a .keras file, or a live model).")
 
-    def read(self, name: str) -> list[np.ndarray]:
+    def read(self, name: str, allocate: Allocate | None = None) -> list[np.ndarray]:
         raise NotImplementedError(f"{type(self).__name__} reads no tensors")  # each file source does
 
     def view(self, name: str) -> list[np.ndarray]:
         return self.read(name)  # a format that can map its file's pages does so instead
 
-    def assign(self, updates: dict[str, list[np.ndarray]], hand_over: bool = False) -> None:
+    def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
         raise self._read_only("receive weights")
 
     def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot:

@@ -1,19 +1,17 @@
-"""Memory a framework may keep as a variable's own: 64-byte aligned and shared with nothing.
-
-TensorFlow takes an array over without a copy (DLPack) and its kernels then read it as the
-variable's memory, so what it is given must be aligned as they assume (64 bytes, AVX-512) and
-must be no one else's (TensorFlow may also write to memory it owns): not a live source
-model's variable, not a memory-mapped file, not another tensor of the same transfer.
-`for_keeping` gives such arrays, copying only what is not.
-"""
+"""Memory that a read puts tensors in: by default new NumPy arrays aligned as the frameworks'
+kernels assume (64 bytes, AVX-512); a target may offer its own instead (`Allocate`), so that it
+keeps what was read without a copy (`transfer.keras_memory`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import numpy as np
 
 ALIGNMENT = 64
+
+# (shape, dtype) -> a new, writable, C-contiguous array that no one else holds
+Allocate = Callable[[tuple[int, ...], np.dtype], np.ndarray]
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: np.dtype | str) -> np.ndarray:
@@ -35,21 +33,3 @@ def aligned_copy(array: np.ndarray, dtype: np.dtype | str | None = None) -> np.n
     out = aligned_empty(array.shape, array.dtype if dtype is None else dtype)
     np.copyto(out, array, casting="unsafe")
     return out
-
-
-def for_keeping(arrays: Sequence[np.ndarray], read: Sequence[np.ndarray], read_is_fresh: bool,
-                dtypes: Sequence[np.dtype] | None = None) -> list[np.ndarray]:
-    """`arrays` made fit for a framework to keep, each in its `dtypes` entry (default: as it
-    is). `read` are the arrays they were converted from, as the source returned them;
-    `read_is_fresh` says the source allocated those for this read alone (a file read into new
-    memory), so sharing memory with them is harmless. Anything shared otherwise, unaligned,
-    read-only, not C-contiguous or of another dtype is copied, once, cast on the way."""
-    kept: list[np.ndarray] = []
-    for index, array in enumerate(arrays):
-        dtype = array.dtype if dtypes is None else np.dtype(dtypes[index])
-        shared = (not read_is_fresh and any(np.may_share_memory(array, r) for r in read)) or \
-            any(np.may_share_memory(array, k) for k in kept)
-        fit = (array.dtype == dtype and is_aligned(array) and array.flags.c_contiguous and array.flags.writeable
-               and not shared)
-        kept.append(array if fit else aligned_copy(array, dtype))
-    return kept

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from transfer.adapter import ReadOnlyWeights, Runnable, Weights
+from transfer.buffers import Allocate
 from transfer.errors import MappingError
 from transfer.kinds import LayerSpec
 
@@ -49,9 +50,9 @@ class ComposedSource(ReadOnlyWeights):
             raise MappingError(f"'{layer}' names no source of this mapping ({', '.join(self.parts)}).")
         return name, self.parts[name], inner
 
-    def read(self, name: str) -> list[np.ndarray]:
+    def read(self, name: str, allocate: Allocate | None = None) -> list[np.ndarray]:
         _, part, inner = self.part(name)
-        return part.read(inner)
+        return part.read(inner, allocate)
 
     def runnable(self) -> Runnable:
         return None, (f"{len(self.parts)} sources ({', '.join(self.parts)}): no one source model runs the whole "

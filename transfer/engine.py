@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from transfer import buffers, progress
+from transfer import progress
 from transfer.adapter import Weights
 from transfer.band_check import check_band_pair
+from transfer.buffers import Allocate
 from transfer.checksums import file_sha256, tensor_sha256
 from transfer.errors import IncompatibleWeightsError, StrictModeError, VerificationError
-from transfer.layers import numpy_dtype
+from transfer.layers import float_bits, numpy_dtype
 from transfer.mapping import Mapping
 from transfer.plan import Pair, Plan, convert_pair, plan_transfer
 from transfer.report import Report, TransferredLayer, Verification
@@ -51,13 +52,16 @@ def run(mapping: Mapping, source: Weights, target: Weights, options: Options) ->
     report = new_report(mapping, plan, source, target, checked_only=options.check)
     if options.check:
         return report
-    staged = check_tensors(plan, source, mapping.origin, for_keeping=target.can_keep_arrays)
+    staged = check_tensors(plan, source, mapping.origin, memory=target.memory)
     # A streamed (large) transfer keeps memory near the target plus two tensors: its snapshot
     # goes to disk layer by layer too.
     snapshot = (target.snapshot([pair.target.name for pair in plan.pairs], 0 if staged is None else None)
                 if options.protect else None)
     try:
         report.transferred = assign(plan, staged, source, target, mapping.origin)
+        # the target holds its own copies now (or the very memory these arrays are views of):
+        # kept to the end of the run, they would double its memory during verification
+        del staged
         name_sources(report, plan, mapping, source, hashed=mapping.composed or options.checksums)
         border_notes(report, plan, source)
         if options.verify:
@@ -157,11 +161,11 @@ STAGE_LIMIT_BYTES = 256 << 20
 
 
 def check_tensors(plan: Plan, source: Weights, origin: str, stage_limit: int | None = None,
-                  for_keeping: bool = False) -> list[tuple[Pair, list[np.ndarray], tuple[str, ...]]] | None:
+                  memory: Allocate | None = None) -> list[tuple[Pair, list[np.ndarray], tuple[str, ...]]] | None:
     """Read, convert and check every planned tensor before anything is assigned. Small
-    transfers keep the prepared tensors (returned; `for_keeping`: fit to be handed over to a
-    target that `can_keep_arrays`); large ones are checked and dropped (None), and `assign`
-    reads them again one layer at a time (and copies them in: memory first)."""
+    transfers keep the prepared tensors (returned; read into the target's `memory` where it
+    offers some); large ones are checked and dropped (None), and `assign` reads them again one
+    layer at a time."""
     total = sum(t.size * np.dtype(numpy_dtype(t.dtype)).itemsize for p in plan.pairs for t in p.source.tensors)
     keep = total <= (STAGE_LIMIT_BYTES if stage_limit is None else stage_limit)
     staged = []
@@ -169,7 +173,7 @@ def check_tensors(plan: Plan, source: Weights, origin: str, stage_limit: int | N
                        total=len(plan.pairs)) as advance:
         for pair in plan.pairs:
             # checked and dropped: the cheapest look at the tensors will do (mapped file pages)
-            prepared = _prepare(pair, source, origin, for_keeping and keep, look_only=not keep)
+            prepared = _prepare(pair, source, origin, memory if keep else None, look_only=not keep)
             if keep:
                 staged.append(prepared)
             advance()
@@ -180,22 +184,23 @@ def assign(plan: Plan, staged: list[tuple[Pair, list[np.ndarray], tuple[str, ...
            source: Weights, target: Weights, origin: str) -> list[TransferredLayer]:
     """Write the checked tensors into the target; the rows of the report."""
     if staged is not None:
-        target.assign({pair.target.name: arrays for pair, arrays, _ in staged}, hand_over=target.can_keep_arrays)
+        target.assign({pair.target.name: arrays for pair, arrays, _ in staged})
         return [transferred_row(pair, notes) for pair, _, notes in staged]
     rows = []
     for pair in plan.pairs:
-        _, arrays, notes = _prepare(pair, source, origin)
+        _, arrays, notes = _prepare(pair, source, origin, target.memory)
         target.assign({pair.target.name: arrays})
         rows.append(transferred_row(pair, notes))
     return rows
 
 
-def _prepare(pair: Pair, source: Weights, origin: str, for_keeping: bool = False,
+def _prepare(pair: Pair, source: Weights, origin: str, memory: Allocate | None = None,
              look_only: bool = False) -> tuple[Pair, list[np.ndarray], tuple[str, ...]]:
-    """One pair's source tensors, checked and converted to the target's layout and dtype;
-    `for_keeping`: fit for a target that keeps them as its memory (`buffers.for_keeping`);
-    `look_only`: to be checked and dropped (`Weights.view`)."""
-    arrays = source.view(pair.source.name) if look_only else source.read(pair.source.name)
+    """One pair's source tensors, checked and converted to the target's layout; `memory`: the
+    target's, to read into (it then keeps those arrays as they are, and copies the others
+    once, cast on the way); without it, made contiguous in the target's dtype. `look_only`:
+    to be checked and dropped (`Weights.view`)."""
+    arrays = source.view(pair.source.name) if look_only else source.read(pair.source.name, memory)
     notes = _check_values(pair, arrays, source)
     final = []
     # a kind may hold more tensors on the target's side (an attention's 4 torch tensors are 8 in
@@ -209,11 +214,9 @@ def _prepare(pair: Pair, source: Weights, origin: str, for_keeping: bool = False
                 f"holds shape {array.shape}, but its header said otherwise; target "
                 f"'{pair.target.name}' needs {spec.shape}.")
         if stored.dtype != spec.dtype:  # as stored (bfloat16 is read as float32, exactly)
-            lossy = np.finfo(numpy_dtype(spec.dtype)).bits < np.finfo(numpy_dtype(stored.dtype)).bits
+            lossy = float_bits(spec.dtype) < float_bits(stored.dtype)
             notes.append(f"cast {stored.dtype} -> {spec.dtype}" + (" (LOSSY: narrower)" if lossy else ""))
-        final.append(array if for_keeping else np.ascontiguousarray(array, dtype=np.dtype(spec.dtype)))
-    if for_keeping:  # made contiguous, cast and aligned in one copy, where a copy is needed at all
-        final = buffers.for_keeping(final, arrays, source.fresh_reads, [np.dtype(t.dtype) for t in pair.target.tensors])
+        final.append(array if memory is not None else np.ascontiguousarray(array, dtype=np.dtype(spec.dtype)))
     return pair, final, tuple(dict.fromkeys(notes))
 
 

@@ -12,9 +12,11 @@ import numpy as np
 from transfer import _frameworks, kinds
 from transfer.adapter import Closing, Runnable, Snapshot
 from transfer.archive import check_zip
+from transfer.buffers import Allocate
 from transfer.errors import CheckpointError, IncompatibleWeightsError
 from transfer.flatten_order import keras_order
 from transfer.formats import KERAS_MODEL, is_whole_model, output_format
+from transfer.keras_memory import TensorFlowMemory
 from transfer.kinds import LayerSpec
 from transfer.layers import FROM_FILE, TensorSpec
 from transfer.output import atomic_write
@@ -95,7 +97,6 @@ class KerasModelWeights(Closing):
     """Reads and writes the weights of a live Keras model by layer name."""
 
     framework = "keras"
-    fresh_reads = False  # `read` may return views of the variables' own memory
 
     def __init__(self, model: Any, description: str | None = None, path: Path | None = None,
                  preprocessing: str | None = None):
@@ -105,43 +106,46 @@ class KerasModelWeights(Closing):
         self.preprocessing = preprocessing
         self._layers = dict(iter_weighted_layers(model))
         self._specs: dict[str, LayerSpec] | None = None
+        self._memory: TensorFlowMemory | None = None
 
     def layers(self) -> dict[str, LayerSpec]:
         if self._specs is None:
             self._specs = layer_specs(self.model)
         return self._specs
 
-    def read(self, name: str) -> list[np.ndarray]:
+    def read(self, name: str, allocate: Allocate | None = None) -> list[np.ndarray]:
         return [np.asarray(w) for w in self._layers[name].get_weights()]
 
     def view(self, name: str) -> list[np.ndarray]:
         return self.read(name)
 
     @property
-    def can_keep_arrays(self) -> bool:
-        """On TensorFlow a variable can take an array over as its memory (DLPack), with none
-        of the two copies `set_weights` makes; other backends copy."""
-        return bool(_frameworks.keras().backend.backend() == "tensorflow")
+    def memory(self) -> Allocate | None:
+        """On TensorFlow, new tensors' memory (`transfer.keras_memory`): what is read into it
+        is kept by the variables with no copy. Other backends copy in `set_weights`."""
+        memory = self._tensorflow_memory()
+        return memory.empty if memory is not None else None
 
-    def assign(self, updates: dict[str, list[np.ndarray]], hand_over: bool = False) -> None:
-        """Set the weights of each named layer (shapes were checked by the engine). With
-        `hand_over` where `can_keep_arrays`, the arrays become the variables' memory: the
-        caller gives arrays fit for keeping (`transfer.buffers.for_keeping`) and keeps no other
-        use of them. (TensorFlow keeps the memory it freed for itself: handing over costs the
-        target's size in peak memory, so only small, staged transfers hand over.) Not copied
-        into the variables' memory in place: TensorFlow's whole-range slice assignment does
-        that, but it puts the variable in copy-on-read mode for good, so every later read
-        (each training step) would copy it (measured 2026-12-02)."""
-        if not (hand_over and self.can_keep_arrays):
-            for name, arrays in updates.items():
-                self._layers[name].set_weights(arrays)
-            return
-        import tensorflow as tf
+    def _tensorflow_memory(self) -> TensorFlowMemory | None:
+        if _frameworks.keras().backend.backend() != "tensorflow":
+            return None
+        if self._memory is None:
+            self._memory = TensorFlowMemory()
+        return self._memory
 
+    def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
+        """Set the weights of each named layer (shapes were checked by the engine). On
+        TensorFlow each variable is assigned a tensor: the one an array handed out by
+        `memory` lives in (adopted, no copy), or a new one holding a single copy of any other
+        array, cast on the way (`set_weights` makes two). Not copied into the variables'
+        memory in place: TensorFlow's whole-range slice assignment does that, but it puts the
+        variable in copy-on-read mode for good, so every later read (each training step)
+        would copy it (measured 2026-12-02)."""
+        memory = self._tensorflow_memory()
         keras = _frameworks.keras()
         for name, arrays in updates.items():
             layer = self._layers[name]
-            if type(layer).set_weights is not keras.layers.Layer.set_weights:
+            if memory is None or type(layer).set_weights is not keras.layers.Layer.set_weights:
                 layer.set_weights(arrays)  # a layer with a set_weights of its own gets it called
                 continue
             variables = layer.weights
@@ -149,7 +153,7 @@ class KerasModelWeights(Closing):
                 raise IncompatibleWeightsError(f"layer '{name}' holds {len(variables)} weights; "
                                                f"received {len(arrays)} arrays.")
             for variable, array in zip(variables, arrays):
-                variable.assign(tf.experimental.dlpack.from_dlpack(array.__dlpack__()))
+                variable.assign(memory.tensor_for(array, variable.dtype))
 
     def snapshot(self, names: Iterable[str], spill_above: int | None = None) -> Snapshot:
         """On TensorFlow and JAX a variable's value is an immutable tensor, which a later

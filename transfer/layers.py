@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from math import prod
 from typing import Literal
 
+import numpy as np
+
 from transfer.flatten_order import NotEstablished
 
 Framework = Literal["keras", "torch"]
@@ -31,6 +33,14 @@ class TensorSpec:
 def numpy_dtype(name: str) -> str:
     """The NumPy dtype a stored dtype is read as (bfloat16, which NumPy lacks, as float32: exactly)."""
     return "float32" if name == "bfloat16" else name
+
+
+def float_bits(name: str) -> int:
+    """The width of a stored float type (bfloat16: 16); 64 for anything not a float, so that
+    nothing counts as narrower than it."""
+    if name == "bfloat16":
+        return 16
+    return int(np.finfo(name).bits) if np.dtype(name).kind == "f" else 64
 
 
 def torch_sort_key(name: str) -> tuple[int, str]:

@@ -9,14 +9,13 @@ import dataclasses
 import sys
 from typing import Any
 
-import numpy as np
-
 from transfer import bands as band_maps
 from transfer import kinds
 from transfer._version import __version__
 from transfer.adapter import Weights
 from transfer.checksums import file_sha256
 from transfer.composed import ComposedSource
+from transfer.layers import float_bits
 from transfer.mapping import Mapping
 from transfer.plan import Pair, Plan, adapted_channels, source_convention, source_side
 from transfer.report import Proof, Report, TransferredLayer, Verification, compact
@@ -202,8 +201,5 @@ def versions() -> dict[str, str]:
 
 def narrowed(plan: Plan) -> list[str]:
     """Target layers whose tensors are narrower than the source's (float32 into float16)."""
-    def bits(dtype: str) -> int:
-        return 16 if dtype == "bfloat16" else np.finfo(dtype).bits if np.dtype(dtype).kind == "f" else 64
-
     return [p.target.name for p in plan.pairs
-            if any(bits(t.dtype) < bits(s.dtype) for s, t in zip(p.source.tensors, p.target.tensors))]
+            if any(float_bits(t.dtype) < float_bits(s.dtype) for s, t in zip(p.source.tensors, p.target.tensors))]

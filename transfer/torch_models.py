@@ -12,7 +12,7 @@ import numpy as np
 
 from transfer import _frameworks, kinds
 from transfer.adapter import Closing, Runnable, Snapshot
-from transfer.buffers import aligned_copy
+from transfer.buffers import Allocate, aligned_copy
 from transfer.errors import CheckpointError, IncompatibleWeightsError
 from transfer.formats import SAFETENSORS, output_format
 from transfer.kinds import LayerSpec
@@ -87,8 +87,7 @@ class TorchModuleWeights(Closing):
     """Reads and writes the weights of a live `torch.nn.Module` by module path."""
 
     framework = "torch"
-    fresh_reads = True  # `read` copies
-    can_keep_arrays = False  # `assign` copies into the module's parameters
+    memory = None  # `assign` copies into the module's parameters
 
     def __init__(self, module: Any, description: str | None = None, path: Path | None = None,
                  preprocessing: str | None = None):
@@ -106,14 +105,14 @@ class TorchModuleWeights(Closing):
     def _module(self, name: str) -> Any:
         return self.model if name == "(root)" else self.model.get_submodule(name)
 
-    def read(self, name: str) -> list[np.ndarray]:
+    def read(self, name: str, allocate: Allocate | None = None) -> list[np.ndarray]:
         """Copies (aligned, `transfer.buffers`): a caller may hold them while the module changes."""
         return [aligned_copy(t.detach().cpu().numpy()) for t in layer_tensors(self._module(name)).values()]
 
     def view(self, name: str) -> list[np.ndarray]:
         return self.read(name)
 
-    def assign(self, updates: dict[str, list[np.ndarray]], hand_over: bool = False) -> None:
+    def assign(self, updates: dict[str, list[np.ndarray]]) -> None:
         """Load the updates through `load_state_dict(strict=False)`, and check that every key
         we sent was taken (strict accounting without requiring the untouched ones)."""
         torch = _frameworks.torch()

@@ -75,3 +75,29 @@ def test_a_mixed_precision_target_keeps_float32_variables(tmp_path: Path) -> Non
     assert {str(w.dtype) for w in model.weights} == {"float32"} and model.dtype_policy.compute_dtype == "float16"
     stack = report.verification[0].stack
     assert stack is not None and stack.ok and stack.tolerance == 16 * float(np.finfo(np.float16).eps)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_a_narrower_keras_target_receives_its_own_dtype(dtype: str, tmp_path: Path) -> None:
+    """A float32 file into a Keras model whose variables are narrower: each tensor is cast once
+    into the variable's dtype (bfloat16 included, which DLPack cannot carry: the hand-over of
+    0.2 failed on it) and said to be lossy."""
+    import keras
+
+    from helpers.checkpoints import write_legacy_h5
+
+    source = tiny_keras(1)
+    path = write_legacy_h5(source, tmp_path / "tiny.h5")
+    keras.utils.set_random_seed(2)
+    layers = keras.layers
+    target = keras.Sequential([keras.Input((8, 8, 3)), layers.Conv2D(4, 3, name="c1", dtype=dtype),
+                               layers.BatchNormalization(name="bn", dtype=dtype), layers.Conv2D(5, 3, name="c2", dtype=dtype),
+                               layers.Flatten(name="flat"), layers.Dense(3, name="fc", dtype=dtype)])
+    moved = {"c1": "c1", "bn": "bn", "c2": "c2", "fc": "fc"}
+    model, report = transfer.transfer_weights(spec("keras", path, "keras", moved), target=target)
+    assert all(row.notes == (f"cast float32 -> {dtype} (LOSSY: narrower)",) for row in report.transferred)
+    for name in moved:
+        for kept, original in zip(model.get_layer(name).weights, source.get_layer(name).get_weights()):
+            assert str(kept.dtype) == dtype
+            rounded = keras.ops.convert_to_numpy(keras.ops.cast(original, dtype)).astype("float32")
+            assert np.array_equal(keras.ops.convert_to_numpy(kept.value).astype("float32"), rounded)

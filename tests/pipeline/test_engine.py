@@ -61,9 +61,9 @@ def inject(step: str, framework: str, monkeypatch: pytest.MonkeyPatch, source_mo
     elif step == "assign":  # the first layers are written, then the rest fails
         original = adapter.assign
 
-        def half(self: Any, updates: dict, hand_over: bool = False) -> None:
+        def half(self: Any, updates: dict) -> None:
             names = list(updates)
-            original(self, {name: updates[name] for name in names[: len(names) // 2]}, hand_over)
+            original(self, {name: updates[name] for name in names[: len(names) // 2]})
             raise Injected("assign")
 
         monkeypatch.setattr(adapter, "assign", half)
@@ -192,7 +192,11 @@ def test_large_snapshots_spill_to_disk_and_restore_exactly(monkeypatch: pytest.M
 
 def variable_memory(model: Any) -> list[np.ndarray]:
     """The memory each variable's value lives in (DLPack: no copy)."""
-    return [np.from_dlpack(w.value.read_value()) for w in model.weights]
+    return variable_memory_of(model.weights)
+
+
+def variable_memory_of(variables: list[Any]) -> list[np.ndarray]:
+    return [np.from_dlpack(w.value.read_value()) for w in variables]
 
 
 def shares_any(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -225,29 +229,41 @@ def test_a_keras_target_keeps_no_memory_of_the_source(tmp_path: Path) -> None:
     assert all(np.array_equal(b + 1, w.numpy()) for b, w in zip(before, first.weights))
 
 
-def test_a_keras_target_trains_on_the_memory_it_was_handed(monkeypatch: pytest.MonkeyPatch) -> None:
-    """TensorFlow's kernels assume 64-byte aligned memory: a model that kept NumPy's 16-byte
-    aligned arrays aborted in a fused matmul when it trained. The arrays handed over are
-    aligned, and a training step (which reads them first) runs and changes every trainable
-    weight."""
+@pytest.mark.parametrize("streamed", [False, True], ids=["staged", "streamed"])
+def test_a_keras_target_keeps_what_was_read_into_its_memory_and_trains_on_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, streamed: bool) -> None:
+    """On TensorFlow a file is read straight into new tensors' memory, which the variables
+    then keep with no copy (`transfer.keras_memory`), staged or streamed one layer at a time.
+    TensorFlow's kernels assume 64-byte aligned memory (a model that kept NumPy's 16-byte
+    aligned arrays once aborted in a fused matmul when it trained): a training step runs on
+    that memory and changes every trainable weight."""
     import keras
 
-    from transfer import buffers
+    from helpers.checkpoints import write_legacy_h5
+    from transfer.keras_memory import TensorFlowMemory
 
     handed: list[np.ndarray] = []
-    keep = buffers.for_keeping
+    empty = TensorFlowMemory.empty
 
-    def recorded(*args: Any) -> list[np.ndarray]:
-        kept = keep(*args)
-        handed.extend(kept)
-        return kept
+    def recorded(self: TensorFlowMemory, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        view = empty(self, shape, dtype)
+        handed.append(view)
+        return view
 
-    monkeypatch.setattr(buffers, "for_keeping", recorded)
-    source, target = keras_model(0), keras_model(1)
-    transfer.transfer_weights({**mapping("keras"), "freeze": []}, source=source, target=target)
-    assert len(handed) == len(target.weights) and all(buffers.is_aligned(a) for a in handed)
-    # the hand-over happened: the variables live in the handed arrays
-    assert [m.ctypes.data for m in variable_memory(target)] == [a.ctypes.data for a in handed]
+    monkeypatch.setattr(TensorFlowMemory, "empty", recorded)
+    if streamed:
+        monkeypatch.setattr(engine, "STAGE_LIMIT_BYTES", 0)
+    path = write_legacy_h5(keras_model(0), tmp_path / "source.h5")
+    file_mapping = {**mapping("keras"), "source": {"framework": "keras", "weights": str(path)}, "freeze": []}
+    target = transfer.transfer_weights(file_mapping, target=keras_model(1)).model
+    moved = [w for name in LAYERS for w in target.get_layer(name).weights]
+    # every moved variable lives in the memory its tensor was read into, aligned
+    assert [m.ctypes.data for m in variable_memory_of(moved)] == [a.ctypes.data for a in handed]
+    assert all(a.ctypes.data % 64 == 0 for a in handed)
+    source = keras_model(0)
+    assert all(np.array_equal(w.numpy(), source.get_layer(name).get_weights()[i])
+               for name in LAYERS for i, w in enumerate(target.get_layer(name).weights))
+    del handed[:]  # the views die: nothing of them is held any longer
     before = [w.numpy().copy() for w in target.trainable_weights]
     target.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     rng = np.random.default_rng(0)

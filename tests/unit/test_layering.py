@@ -21,7 +21,7 @@ LAYERS: dict[int, tuple[str, ...]] = {
         "targets.keras_resnet", "targets.keras_segnet", "targets.keras_unet", "targets.keras_unet_convnext",
         "targets.keras_vit", "targets.keras_setr", "targets.torch_resnet", "targets.torch_segnet", "targets.torch_torchvision",
         "targets.torch_vit", "targets.torch_vgg"),
-    3: ("adapter", "keras_models", "torch_models", "written", "live", "sources.folder_config", "sources.keras_files",
+    3: ("adapter", "keras_models", "keras_memory", "torch_models", "written", "live", "sources.folder_config", "sources.keras_files",
         "sources.onnx_files", "sources.onnx_flatten", "sources.torch_files", "sources", "composed"),
     4: ("dense_inputs", "plan", "runners", "verify", "reporting", "engine", "suggest", "resolve", "inspection", "targets",
         "band_check"),

@@ -13,7 +13,7 @@ import numpy as np
 
 from transfer import kinds
 from transfer.adapter import ReadOnlyWeights
-from transfer.buffers import aligned_empty
+from transfer.buffers import Allocate, aligned_empty
 from transfer.errors import CheckpointError
 from transfer.kinds import LayerSpec
 from transfer.layers import TensorSpec
@@ -62,7 +62,6 @@ def _short_weight_name(layer: str, weight: str) -> str:
 
 class _H5Source(ReadOnlyWeights):
     framework = "keras"
-    fresh_reads = True  # each read is a new (aligned) array
 
     def __init__(self, path: Path, description: str, preprocessing: str | None,
                  epsilon: tuple[float, str] | None = None, file: h5py.File | None = None):
@@ -89,9 +88,10 @@ class _H5Source(ReadOnlyWeights):
     def layers(self) -> dict[str, LayerSpec]:
         return self._specs
 
-    def read(self, name: str) -> list[np.ndarray]:
+    def read(self, name: str, allocate: Allocate | None = None) -> list[np.ndarray]:
         try:
-            return [_read_aligned(ds) for ds in self._datasets[name]]
+            return [_read_into(ds, spec.shape, allocate or aligned_empty)
+                    for ds, spec in zip(self._datasets[name], self._specs[name].tensors)]
         except H5_ERRORS as exc:
             raise CheckpointError(f"{self.path}: cannot read the tensors of layer '{name}' "
                                   f"(truncated or corrupt file?): {exc}.") from exc
@@ -101,8 +101,10 @@ class _H5Source(ReadOnlyWeights):
         this machine's byte order are mapped from the file's pages (no copy, nothing
         allocated); the rest is read."""
         try:
-            mapped = [self._mapped(ds) for ds in self._datasets[name]]
-            return [m if m is not None else _read_aligned(ds) for m, ds in zip(mapped, self._datasets[name])]
+            datasets, specs = self._datasets[name], self._specs[name].tensors
+            mapped = [self._mapped(ds) for ds in datasets]
+            return [m if m is not None else _read_into(ds, spec.shape, aligned_empty)
+                    for m, ds, spec in zip(mapped, datasets, specs)]
         except H5_ERRORS as exc:
             raise CheckpointError(f"{self.path}: cannot read the tensors of layer '{name}' "
                                   f"(truncated or corrupt file?): {exc}.") from exc
@@ -129,12 +131,17 @@ class _H5Source(ReadOnlyWeights):
         self._file.close()
 
 
-def _read_aligned(dataset: h5py.Dataset) -> np.ndarray:
-    """A dataset read into new aligned memory (`transfer.buffers`), which a framework may then
-    keep without a copy."""
-    out = aligned_empty(tuple(dataset.shape), dataset.dtype)
+def _read_into(dataset: h5py.Dataset, shape: tuple[int, ...], allocate: Allocate) -> np.ndarray:
+    """A dataset (of the `shape` listed when the file was opened) read whole into new memory
+    from `allocate` (`transfer.buffers`): the target's own, where it offers it, which it then
+    keeps without a copy. In this machine's byte order (HDF5 converts on the way), through
+    h5py's low-level read: the high-level `read_direct` builds selections for every call,
+    about a tenth of a small transfer's time (2026-12-02)."""
+    out = allocate(shape, dataset.dtype.newbyteorder("="))
     if out.size:
-        dataset.read_direct(out)
+        if tuple(dataset.shape) != tuple(shape):  # the file changed since it was listed
+            raise ValueError(f"dataset '{dataset.name}' now holds shape {dataset.shape}, listed as {shape}")
+        dataset.id.read(h5py.h5s.ALL, h5py.h5s.ALL, out)
     return out
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from transfer import kinds
 from transfer.adapter import ReadOnlyWeights
+from transfer.buffers import Allocate
 from transfer.errors import CheckpointError, FrameworkError
 from transfer.flatten_order import HWC, Order
 from transfer.kinds import LayerSpec
@@ -75,7 +76,7 @@ class OnnxSource(ReadOnlyWeights):
 
         return onnx_dense_order(self._graph, self._opsets, self._nodes[name], hwc, features)
 
-    def read(self, name: str) -> list[np.ndarray]:
+    def read(self, name: str, allocate: Allocate | None = None) -> list[np.ndarray]:
         from onnx import numpy_helper
 
         arrays = []

@@ -14,6 +14,7 @@ import numpy as np
 from transfer import _frameworks, kinds
 from transfer.adapter import ReadOnlyWeights
 from transfer.archive import check_zip
+from transfer.buffers import Allocate
 from transfer.errors import CheckpointError
 from transfer.formats import FOLDER_MEMBERS, NUMPY_ARCHIVE, SAFETENSORS, SAFETENSORS_INDEX, detect
 from transfer.kinds import LayerSpec
@@ -64,7 +65,7 @@ class StateDictSource(ReadOnlyWeights):
     def layers(self) -> dict[str, LayerSpec]:
         return self._specs
 
-    def read(self, name: str) -> list[np.ndarray]:
+    def read(self, name: str, allocate: Allocate | None = None) -> list[np.ndarray]:
         torch = _frameworks.torch()
         arrays = []
         for key in self._keys[name].values():
