@@ -411,14 +411,14 @@ def make_files(folder: Path, scaling: list[float], sharded: bool = True) -> dict
             save_file(part, str(folder / name))
             weight_map.update(dict.fromkeys(part, name))
         (folder / "sharded.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    # the files' pages written out before anything is timed: the kernel's write-back of gigabytes
-    # would otherwise run beside the first cases and slow them by chance
-    os.sync()
     return files
 
 
 def run_case(name: str, folder: Path, repeats: int, *extra: str) -> dict:
     command = [sys.executable, __file__, "--case", name, "--folder", str(folder), "--repeats", str(repeats), *extra]
+    # each case starts with the disk quiet: what the one before wrote (a snapshot of gigabytes
+    # spilled to disk) would otherwise still be written back while this one is timed
+    os.sync()
     result = subprocess.run(command, env=ENV, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"case {name} failed:\n{result.stderr[-3000:]}")
